@@ -1,0 +1,5 @@
+"""Allow ``python -m mnistfc``."""
+
+from mnistfc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Exception classes: the one place that says which failures a user can act on."""
+
+from __future__ import annotations
+
+
+class MnistfcError(Exception):
+    """A failure the user can fix; the CLI prints its message and exits non-zero."""
+
+    exit_code = 1
+
+
+class ConfigError(MnistfcError):
+    """A configuration value or spec file is invalid."""
+
+    exit_code = 2
+
+
+class DataError(MnistfcError):
+    """A dataset is missing, truncated, corrupt or of the wrong shape."""
+
+    exit_code = 2
+
+
+class ShardError(MnistfcError):
+    """A result shard is malformed or has a schema this version does not know."""
+
+    exit_code = 2

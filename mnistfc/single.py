@@ -1,0 +1,106 @@
+"""The exercise's single-model study: one trial plus every file the notebook produced."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from mnistfc import plots
+from mnistfc.atomic import atomic_path, atomic_write_text
+from mnistfc.config import TrialConfig
+from mnistfc.data import load_dataset
+from mnistfc.shards import HISTORY_KEYS, Status, TrialResult, shard_path
+
+SPLIT_LABELS = {"train": "Train", "valid": "Validation", "test": "Test"}
+N_PREDICTIONS = 10
+
+
+@dataclass(frozen=True)
+class SingleRun:
+    """What ``mnistfc train`` made: the trial's result, its table and the files written."""
+
+    result: TrialResult
+    table: str
+    files: tuple[Path, ...]
+
+
+def run_single(
+    config: TrialConfig,
+    out_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    verbose: int = 0,
+    table_format: str = "orgtbl",
+) -> SingleRun:
+    """Train one model and write its shard, history, weights, table and plots under ``out_dir``."""
+    from mnistfc.train import EVAL_BATCH, run_trial
+
+    out = Path(out_dir)
+    started = time.perf_counter()
+    dataset = load_dataset(config.dataset, data_dir, config.valid_size)
+    result = run_trial(
+        config,
+        dataset,
+        out,
+        sweep={"name": "train", "spec_hash": None},
+        load_s=time.perf_counter() - started,
+        verbose=verbose,
+    )
+    files = [shard_path(out, result.trial_id), out / "history.csv"]
+    atomic_write_text(files[-1], history_csv(result.history))
+    table = ""
+    if result.status is Status.COMPLETED:
+        table = performance_table(result.metrics or {}, table_format)
+        files.append(out / "performance.txt")
+        atomic_write_text(files[-1], table + "\n")
+        files.append(out / "best.weights.h5")
+        with atomic_path(files[-1], keep_suffix=".weights.h5") as tmp:
+            result.model.save_weights(tmp)
+        probabilities = result.model.predict(dataset.x_test, batch_size=EVAL_BATCH, verbose=0)
+        files.extend(_write_plots(result, dataset.x_test, dataset.y_test, probabilities, out))
+    return SingleRun(result=result, table=table, files=tuple(files))
+
+
+def performance_table(metrics: dict[str, dict[str, float]], table_format: str = "orgtbl") -> str:
+    """Render the exercise's table: rows Train / Validation / Test; Loss, Accuracy, Error rate."""
+    rows = [
+        [label, metrics[split]["loss"], metrics[split]["accuracy"], metrics[split]["error_pct"]]
+        for split, label in SPLIT_LABELS.items()
+    ]
+    return tabulate(
+        rows, headers=["", "Loss", "Accuracy", "Error rate [%]"], tablefmt=table_format, floatfmt=".4f"
+    )
+
+
+def history_csv(history: list[dict[str, float | None]]) -> str:
+    """Render per-epoch history as CSV: Keras's columns plus the true training metrics."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_KEYS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in HISTORY_KEYS})
+    return buffer.getvalue()
+
+
+def _write_plots(
+    result: TrialResult, x_test: np.ndarray, y_test: np.ndarray, probabilities: np.ndarray, out: Path
+) -> list[Path]:
+    names = plots.class_names(result.config.dataset)
+    y_true = np.argmax(y_test, axis=1)
+    y_pred = np.argmax(probabilities, axis=1)
+    best_epoch = (result.metrics or {}).get("best_epoch")
+    paths = [out / name for name in ("accuracy.png", "loss.png", "confusion.png", "predictions.png", "misclassified.png")]
+    plots.plot_history(result.history, "accuracy", paths[0], best_epoch)
+    plots.plot_history(result.history, "loss", paths[1], best_epoch)
+    plots.plot_confusion(y_true, y_pred, names, paths[2])
+    n = min(N_PREDICTIONS, len(x_test))
+    plots.plot_predictions(x_test[:n], probabilities[:n], y_true[:n], names, paths[3])
+    plots.plot_misclassified(x_test, y_true, y_pred, names, paths[4])
+    return paths

@@ -1,0 +1,245 @@
+"""Run one trial as a pure function of its config and dataset, and record it as a shard.
+
+This is the module that imports Keras (TensorFlow): planning, status and aggregation import
+it lazily or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import socket
+import time
+import traceback
+from typing import Any
+
+import keras
+
+from mnistfc.config import TrialConfig
+from mnistfc.data import Dataset
+from mnistfc.errors import ConfigError
+from mnistfc.model import build_model
+from mnistfc.shards import Status, TrialResult, write_shard
+
+log = logging.getLogger(__name__)
+
+# Evaluation batch size changes only the float summation order, never the math; a large one
+# keeps the per-epoch pass over all 60,000 training images cheap.
+EVAL_BATCH = 2048
+_SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION")
+
+
+def run_trial(
+    config: TrialConfig,
+    dataset: Dataset,
+    results_dir: str | os.PathLike[str] | None = None,
+    *,
+    sweep: dict[str, Any] | None = None,
+    load_s: float = 0.0,
+    verbose: int = 0,
+) -> TrialResult:
+    """Train and evaluate one model; write its shard to ``results_dir/shards`` when given.
+
+    A non-finite loss is a result: the shard says ``diverged`` and this returns normally. Any
+    other exception writes a ``failed`` shard with the traceback and is re-raised, so that
+    submitit and SLURM report the failure too.
+    """
+    _check_dataset_matches(config, dataset)
+    started = time.perf_counter()
+    try:
+        result = _train_and_evaluate(config, dataset, sweep=sweep, load_s=load_s, verbose=verbose)
+    except Exception:
+        failed = TrialResult(
+            config=config,
+            status=Status.FAILED,
+            metrics=None,
+            history=[],
+            timing={"load_s": load_s, "total_s": load_s + time.perf_counter() - started},
+            env=environment(),
+            data=dataset.describe(),
+            sweep=sweep,
+            error=traceback.format_exc(),
+        )
+        if results_dir is not None:
+            write_shard(results_dir, failed)
+        raise
+    if results_dir is not None:
+        write_shard(results_dir, result)
+    return result
+
+
+def _train_and_evaluate(
+    config: TrialConfig, dataset: Dataset, *, sweep: dict[str, Any] | None, load_s: float, verbose: int
+) -> TrialResult:
+    _configure_gpus()
+    # One call seeds Python, NumPy and TensorFlow: weight init, shuffling and dropout masks.
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config)
+    guard = _DivergenceGuard()
+    true_metrics = _TrueTrainMetrics(dataset.x_train, dataset.y_train)
+    best = _BestEpoch()
+
+    fit_start = time.perf_counter()
+    fitted = model.fit(
+        dataset.x_train,
+        dataset.y_train,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=(dataset.x_valid, dataset.y_valid),
+        callbacks=[guard, true_metrics, best],
+        verbose=verbose,
+    )
+    fit_s = time.perf_counter() - fit_start
+    history = _history_records(fitted.history)
+
+    eval_start = time.perf_counter()
+    metrics = None
+    if best.weights is not None:
+        model.set_weights(best.weights)
+        metrics = {
+            split: _evaluate(model, getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}"))
+            for split in ("train", "valid", "test")
+        }
+        metrics["best_epoch"] = best.epoch
+    eval_s = time.perf_counter() - eval_start
+
+    status = Status.DIVERGED if guard.diverged or metrics is None else Status.COMPLETED
+    if status is Status.DIVERGED:
+        log.warning("trial %s diverged (non-finite loss at epoch %s)", config.trial_id, guard.epoch)
+    return TrialResult(
+        config=config,
+        status=status,
+        metrics=metrics,
+        history=history,
+        timing={
+            "load_s": load_s,
+            "fit_s": fit_s,
+            "eval_s": eval_s,
+            "total_s": load_s + fit_s + eval_s,
+        },
+        env=environment(),
+        data=dataset.describe(),
+        sweep=sweep,
+        model=model,
+    )
+
+
+def _evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
+    scores = model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    accuracy = float(scores["accuracy"])
+    return {"loss": float(scores["loss"]), "accuracy": accuracy, "error_pct": 100.0 * (1.0 - accuracy)}
+
+
+def _history_records(history: dict[str, list[float]]) -> list[dict[str, float | None]]:
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy", "train_loss", "train_acc")
+    n_epochs = len(history.get("loss", []))
+    return [
+        {"epoch": i + 1, **{k: _float_or_none(history.get(k, [])[i:i + 1]) for k in keys}}
+        for i in range(n_epochs)
+    ]
+
+
+def _float_or_none(values: list[float]) -> float | None:
+    return float(values[0]) if values else None
+
+
+def environment() -> dict[str, Any]:
+    """Describe where a trial ran: host, versions, device, SLURM ids and container image."""
+    import numpy
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "device": ", ".join(_gpu_name(g) for g in gpus) if gpus else "cpu",
+        "slurm": {v.lower(): os.environ[v] for v in _SLURM_VARS if v in os.environ},
+        "container": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("MNISTFC_IMAGE"),
+    }
+
+
+def _gpu_name(device: Any) -> str:
+    import tensorflow as tf
+
+    details = tf.config.experimental.get_device_details(device)
+    return str(details.get("device_name", device.name))
+
+
+def _configure_gpus() -> None:
+    # Grow GPU memory on demand so several trials (processes) can share one GPU; this must run
+    # before TensorFlow first touches the device, and raises RuntimeError after that.
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            log.debug("GPU %s already initialised; memory growth unchanged", gpu.name)
+
+
+def _check_dataset_matches(config: TrialConfig, dataset: Dataset) -> None:
+    if config.dataset != dataset.name or config.valid_size != len(dataset.x_valid):
+        raise ConfigError(
+            f"trial wants dataset={config.dataset} with valid_size={config.valid_size}, but the "
+            f"loaded data is {dataset.name} with {len(dataset.x_valid)} validation images"
+        )
+
+
+class _DivergenceGuard(keras.callbacks.Callback):  # type: ignore[misc]
+    """Stop at the first epoch whose mean training loss is not finite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged = False
+        self.epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged, self.epoch = True, epoch + 1
+            self.model.stop_training = True
+
+
+class _TrueTrainMetrics(keras.callbacks.Callback):  # type: ignore[misc]
+    """Add the training loss/accuracy of the epoch-end weights, measured without dropout.
+
+    Keras's own ``loss``/``accuracy`` are running means over the epoch with dropout on, which
+    is what the exercise's CalculateMetrics callback corrected for.
+    """
+
+    def __init__(self, x: Any, y: Any) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if logs is None or not math.isfinite(float(logs.get("loss", 0.0))):
+            return
+        scores = self.model.evaluate(self.x, self.y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+        logs["train_loss"] = float(scores["loss"])
+        logs["train_acc"] = float(scores["accuracy"])
+
+
+class _BestEpoch(keras.callbacks.Callback):  # type: ignore[misc]
+    """Keep the weights of the first epoch with the highest validation accuracy.
+
+    The same rule as the exercise's ModelCheckpoint(save_best_only=True, mode="max"): only a
+    strict improvement replaces the kept weights. Epochs with a non-finite loss never count.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[Any] | None = None
+        self.epoch: int | None = None
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        score, loss = float(logs.get("val_accuracy", math.nan)), float(logs.get("loss", math.nan))
+        if math.isfinite(loss) and score > self.best:
+            self.best, self.epoch = score, epoch + 1
+            self.weights = self.model.get_weights()
