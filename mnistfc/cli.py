@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnistfc", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mnistfc {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress and show tracebacks"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="find, check or download a dataset", parents=[common])
@@ -104,19 +106,22 @@ def _config_from_args(args: argparse.Namespace) -> TrialConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mnistfc.single import run_single
     from mnistfc.shards import Status
+    from mnistfc.single import run_single
 
     config = _config_from_args(args)
     verbose = 1 if sys.stdout.isatty() else 2
-    run = run_single(config, args.out, args.data_dir, verbose=verbose, table_format=args.table_format)
+    run = run_single(
+        config, args.out, args.data_dir, verbose=verbose, table_format=args.table_format
+    )
     if run.result.status is not Status.COMPLETED:
         raise MnistfcError(
             f"trial {run.result.trial_id} {run.result.status.value} (non-finite loss); "
             f"its shard is {run.files[0]} — try a smaller --learning-rate"
         )
+    best_epoch = (run.result.metrics or {}).get("best_epoch")
     print(run.table)
-    print(f"best epoch {run.result.metrics['best_epoch']} of {config.epochs} (by validation accuracy)")
+    print(f"best epoch {best_epoch} of {config.epochs} (by validation accuracy)")
     print("wrote:")
     for path in run.files:
         print(f"  {path}")
@@ -160,6 +165,8 @@ def _format_info(report: dict[str, Any]) -> str:
     lines.append(f"  train class counts {' '.join(map(str, report['train_class_counts']))}")
     lines.append(f"  test class counts  {' '.join(map(str, report['test_class_counts']))}")
     lines += [f"  sha256 {digest}  {path}" for path, digest in report["files"].items()]
-    verdict = "matches the published dataset" if report["canonical"] else "NOT the published dataset"
+    verdict = (
+        "matches the published dataset" if report["canonical"] else "NOT the published dataset"
+    )
     lines.append(f"  content sha256 {report['content_sha256']} ({verdict})")
     return "\n".join(lines)

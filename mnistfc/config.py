@@ -87,9 +87,7 @@ def _value_problems(cfg: TrialConfig) -> list[str]:
     if cfg.dataset not in DATASETS:
         problems.append(f"dataset: {cfg.dataset!r} is not one of {', '.join(DATASETS)}")
     if cfg.activation not in ACTIVATIONS:
-        problems.append(
-            f"activation: {cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}"
-        )
+        problems.append(f"activation: {cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}")
     for name in ("units", "batch_size", "epochs", "valid_size"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name}: must be a positive integer, got {getattr(cfg, name)}")

@@ -88,7 +88,9 @@ class Dataset:
         }
 
 
-def search_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
+def search_dirs(
+    name: str, data_dir: str | os.PathLike[str] | None = None
+) -> list[tuple[str, Path]]:
     """Return (label, folder) pairs in search order: --data-dir, $MNISTFC_DATA_DIR, Keras cache."""
     places: list[tuple[str, Path]] = []
     if data_dir is not None:
@@ -147,8 +149,11 @@ def read_raw(name: str, files: tuple[Path, ...]) -> RawDataset:
     if len(files) == 1:
         arrays = _read_npz(files[0])
     else:
-        arrays = [_read_idx(path, "images" if "images" in path.name else "labels") for path in files]
-    raw = RawDataset(name, *arrays, files=files)
+        arrays = [
+            _read_idx(path, "images" if "images" in path.name else "labels") for path in files
+        ]
+    x_train, y_train, x_test, y_test = arrays
+    raw = RawDataset(name, x_train, y_train, x_test, y_test, files=files)
     _check_arrays(raw)
     return raw
 
@@ -226,7 +231,9 @@ def _read_npz(path: Path) -> list[np.ndarray]:
                 )
             return [npz[k] for k in keys]
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: truncated or corrupt npz file ({exc}); download it again") from exc
+        raise DataError(
+            f"{path}: truncated or corrupt npz file ({exc}); download it again"
+        ) from exc
 
 
 def _read_idx(path: Path, role: str) -> np.ndarray:
@@ -264,10 +271,13 @@ def _check_arrays(raw: RawDataset) -> None:
                 f"got {x.dtype} {x.shape}"
             )
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{source}: y_{split} must be a 1-D integer array, got {y.dtype} {y.shape}")
+            raise DataError(
+                f"{source}: y_{split} must be a 1-D integer array, got {y.dtype} {y.shape}"
+            )
         if len(x) != len(y):
             raise DataError(
-                f"{source}: {len(x)} {split} images but {len(y)} {split} labels; the counts must match"
+                f"{source}: {len(x)} {split} images but {len(y)} {split} labels; "
+                "the counts must match"
             )
         if len(y) == 0:
             raise DataError(f"{source}: the {split} split is empty")
@@ -291,7 +301,9 @@ def dataset_info(name: str, data_dir: str | os.PathLike[str] | None = None) -> d
         "searched": [f"{label}: {folder}" for label, folder in search_dirs(name, data_dir)],
         "found": raw.source,
         "files": {str(p): file_sha256(p) for p in raw.files},
-        "shapes": {k: list(getattr(raw, k).shape) for k in ("x_train", "y_train", "x_test", "y_test")},
+        "shapes": {
+            k: list(getattr(raw, k).shape) for k in ("x_train", "y_train", "x_test", "y_test")
+        },
         "train_class_counts": np.bincount(raw.y_train, minlength=N_CLASSES).tolist(),
         "test_class_counts": np.bincount(raw.y_test, minlength=N_CLASSES).tolist(),
         "content_sha256": digest,

@@ -88,10 +88,14 @@ def _download(url: str, path: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(path, "wb") as out:
             shutil.copyfileobj(response, out, length=1 << 20)
+    except urllib.error.HTTPError as exc:
+        raise MnistfcError(
+            f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; "
+            "check --origin"
+        ) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise MnistfcError(
             f"cannot download {url}: {getattr(exc, 'reason', exc)}. This machine looks offline: "
             "run `mnistfc data prepare` where there is internet (e.g. a login node) and copy "
             "the files, or pass --data-dir to a folder that has them"
         ) from exc
-

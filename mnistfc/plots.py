@@ -26,22 +26,41 @@ def class_names(dataset: str) -> tuple[str, ...]:
 
 
 def plot_history(
-    history: Sequence[dict[str, Any]], metric: str, path: str | os.PathLike[str], best_epoch: int | None
+    history: Sequence[dict[str, Any]],
+    metric: str,
+    path: str | os.PathLike[str],
+    best_epoch: int | None,
 ) -> None:
     """Plot training and validation ``accuracy`` or ``loss`` per epoch.
 
     The solid training line is the true end-of-epoch value (inference mode, whole training
     set); Keras's running mean over the epoch, with dropout on, is drawn dotted for reference.
     """
-    keys = {"accuracy": ("train_acc", "accuracy", "val_accuracy"), "loss": ("train_loss", "loss", "val_loss")}
+    keys = {
+        "accuracy": ("train_acc", "accuracy", "val_accuracy"),
+        "loss": ("train_loss", "loss", "val_loss"),
+    }
     true_key, running_key, val_key = keys[metric]
     epochs = [h["epoch"] for h in history]
     fig, ax = _figure(6.4, 4.2)
     ax.plot(epochs, _series(history, true_key), "o-", label="training (end of epoch)")
-    ax.plot(epochs, _series(history, running_key), ":", color="C0", alpha=0.6, label="training (running, dropout on)")
+    ax.plot(
+        epochs,
+        _series(history, running_key),
+        ":",
+        color="C0",
+        alpha=0.6,
+        label="training (running, dropout on)",
+    )
     ax.plot(epochs, _series(history, val_key), "s-", color="C1", label="validation")
     if best_epoch is not None:
-        ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.axvline(
+            best_epoch,
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label=f"best epoch ({best_epoch})",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric.capitalize()} per epoch")
@@ -106,7 +125,9 @@ def plot_misclassified(
     """Show up to rows x cols misclassified images, each titled 'true -> predicted'."""
     wrong = np.flatnonzero(y_true != y_pred)[: rows * cols]
     fig, axes = _figure(1.5 * cols, 1.7 * rows, nrows=rows, ncols=cols)
-    for ax, index in zip(np.ravel(axes), [*wrong, *[None] * (rows * cols - len(wrong))], strict=True):
+    for ax, index in zip(
+        np.ravel(axes), [*wrong, *[None] * (rows * cols - len(wrong))], strict=True
+    ):
         ax.set_axis_off()
         if index is None:
             continue

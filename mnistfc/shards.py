@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from mnistfc.atomic import TMP_SUFFIX, atomic_write_text
 from mnistfc.config import TrialConfig
@@ -36,7 +36,7 @@ TIMING_KEYS = ("load_s", "fit_s", "eval_s", "total_s")
 
 
 class Status(str, enum.Enum):
-    """How a trial ended: ``diverged`` is a result (non-finite loss), ``failed`` is a bug or fault."""
+    """How a trial ended: ``diverged`` (non-finite loss) is a result, ``failed`` is a fault."""
 
     COMPLETED = "completed"
     FAILED = "failed"
@@ -117,7 +117,7 @@ def read_shard(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def list_shards(results_dir: str | os.PathLike[str]) -> list[Path]:
-    """Return the shard files of a results dir, sorted; temp files of unfinished writes are skipped."""
+    """Return a results dir's shard files, sorted, skipping temp files of unfinished writes."""
     folder = shard_dir(results_dir)
     if not folder.is_dir():
         return []
@@ -160,7 +160,9 @@ def validate_record(record: Any, where: str) -> None:
     if status is Status.FAILED and not isinstance(record["error"], str):
         raise ShardError(f"{where}: a failed shard must carry its error traceback")
     for entry in _require(record, "history", list, where):
-        if not isinstance(entry, dict) or not all(_is_number_or_null(entry.get(k)) for k in HISTORY_KEYS):
+        if not isinstance(entry, dict) or not all(
+            _is_number_or_null(entry.get(k)) for k in HISTORY_KEYS
+        ):
             raise ShardError(f"{where}: malformed history entry {entry!r}")
     _require(record, "timing", dict, where)
     _require(record, "env", dict, where)
@@ -173,10 +175,14 @@ def _check_metrics(metrics: dict[str, Any], where: str) -> None:
             raise ShardError(f"{where}: metrics.{split} missing")
         for name in SPLIT_METRICS:
             value = values.get(name)
-            if not _is_number(value) or not math.isfinite(value):
-                raise ShardError(f"{where}: metrics.{split}.{name} must be a finite number, got {value!r}")
+            if not (_is_number(value) and math.isfinite(value)):
+                raise ShardError(
+                    f"{where}: metrics.{split}.{name} must be a finite number, got {value!r}"
+                )
         if not 0.0 <= values["accuracy"] <= 1.0:
-            raise ShardError(f"{where}: metrics.{split}.accuracy {values['accuracy']} outside [0, 1]")
+            raise ShardError(
+                f"{where}: metrics.{split}.accuracy {values['accuracy']} outside [0, 1]"
+            )
     if not isinstance(metrics.get("best_epoch"), int):
         raise ShardError(f"{where}: metrics.best_epoch must be an integer")
 
@@ -188,7 +194,7 @@ def _require(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

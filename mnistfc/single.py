@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ def run_single(
     from mnistfc.train import EVAL_BATCH, run_trial
 
     out = Path(out_dir)
+    _check_writable(out)
     started = time.perf_counter()
     dataset = load_dataset(config.dataset, data_dir, config.valid_size)
     result = run_trial(
@@ -75,7 +77,10 @@ def performance_table(metrics: dict[str, dict[str, float]], table_format: str = 
         for split, label in SPLIT_LABELS.items()
     ]
     return tabulate(
-        rows, headers=["", "Loss", "Accuracy", "Error rate [%]"], tablefmt=table_format, floatfmt=".4f"
+        rows,
+        headers=["", "Loss", "Accuracy", "Error rate [%]"],
+        tablefmt=table_format,
+        floatfmt=".4f",
     )
 
 
@@ -89,14 +94,34 @@ def history_csv(history: list[dict[str, float | None]]) -> str:
     return buffer.getvalue()
 
 
+def _check_writable(folder: Path) -> None:
+    # Fail before training, not after: a finished trial with nowhere to go is a lost result.
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-", suffix=".tmp"):
+        pass
+
+
 def _write_plots(
-    result: TrialResult, x_test: np.ndarray, y_test: np.ndarray, probabilities: np.ndarray, out: Path
+    result: TrialResult,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    probabilities: np.ndarray,
+    out: Path,
 ) -> list[Path]:
     names = plots.class_names(result.config.dataset)
     y_true = np.argmax(y_test, axis=1)
     y_pred = np.argmax(probabilities, axis=1)
     best_epoch = (result.metrics or {}).get("best_epoch")
-    paths = [out / name for name in ("accuracy.png", "loss.png", "confusion.png", "predictions.png", "misclassified.png")]
+    paths = [
+        out / name
+        for name in (
+            "accuracy.png",
+            "loss.png",
+            "confusion.png",
+            "predictions.png",
+            "misclassified.png",
+        )
+    ]
     plots.plot_history(result.history, "accuracy", paths[0], best_epoch)
     plots.plot_history(result.history, "loss", paths[1], best_epoch)
     plots.plot_confusion(y_true, y_pred, names, paths[2])

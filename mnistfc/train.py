@@ -71,7 +71,12 @@ def run_trial(
 
 
 def _train_and_evaluate(
-    config: TrialConfig, dataset: Dataset, *, sweep: dict[str, Any] | None, load_s: float, verbose: int
+    config: TrialConfig,
+    dataset: Dataset,
+    *,
+    sweep: dict[str, Any] | None,
+    load_s: float,
+    verbose: int,
 ) -> TrialResult:
     _configure_gpus()
     # One call seeds Python, NumPy and TensorFlow: weight init, shuffling and dropout masks.
@@ -95,7 +100,7 @@ def _train_and_evaluate(
     history = _history_records(fitted.history)
 
     eval_start = time.perf_counter()
-    metrics = None
+    metrics: dict[str, Any] | None = None
     if best.weights is not None:
         model.set_weights(best.weights)
         metrics = {
@@ -129,14 +134,18 @@ def _train_and_evaluate(
 def _evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
     scores = model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     accuracy = float(scores["accuracy"])
-    return {"loss": float(scores["loss"]), "accuracy": accuracy, "error_pct": 100.0 * (1.0 - accuracy)}
+    return {
+        "loss": float(scores["loss"]),
+        "accuracy": accuracy,
+        "error_pct": 100.0 * (1.0 - accuracy),
+    }
 
 
 def _history_records(history: dict[str, list[float]]) -> list[dict[str, float | None]]:
     keys = ("loss", "accuracy", "val_loss", "val_accuracy", "train_loss", "train_acc")
     n_epochs = len(history.get("loss", []))
     return [
-        {"epoch": i + 1, **{k: _float_or_none(history.get(k, [])[i:i + 1]) for k in keys}}
+        {"epoch": i + 1, **{k: _float_or_none(history.get(k, [])[i : i + 1]) for k in keys}}
         for i in range(n_epochs)
     ]
 
@@ -219,7 +228,9 @@ class _TrueTrainMetrics(keras.callbacks.Callback):  # type: ignore[misc]
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if logs is None or not math.isfinite(float(logs.get("loss", 0.0))):
             return
-        scores = self.model.evaluate(self.x, self.y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+        scores = self.model.evaluate(
+            self.x, self.y, batch_size=EVAL_BATCH, verbose=0, return_dict=True
+        )
         logs["train_loss"] = float(scores["loss"])
         logs["train_acc"] = float(scores["accuracy"])
 

@@ -1,0 +1,39 @@
+# Every target sets up .venv first (python3 -m venv + pip install -e '.[dev]'), so each one
+# works on a fresh machine. Real MNIST for runs and benchmarks: DATA_DIR (see README).
+PYTHON ?= python3
+VENV ?= .venv
+DATA_DIR ?= ../shared/data
+RESULTS ?= results
+BIN := $(VENV)/bin
+
+.PHONY: setup run test test-fast lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job: the exercise's single-model study on real MNIST.
+run: setup
+	$(BIN)/mnistfc train --data-dir $(DATA_DIR) --out $(RESULTS)/train
+
+# The whole suite: unit tests, real-MNIST (slow), real SLURM (cluster) and container tests.
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not cluster and not container"
+
+lint: setup
+	$(BIN)/ruff check mnistfc tests benchmarks
+	$(BIN)/ruff format --check mnistfc tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/bench_trial.py --data-dir $(DATA_DIR) --epochs 10
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
