@@ -44,15 +44,16 @@ def run_single(
     from mnistfc.train import EVAL_BATCH, run_trial
 
     out = Path(out_dir)
-    _check_writable(out)
     started = time.perf_counter()
     dataset = load_dataset(config.dataset, data_dir, config.valid_size)
+    load_s = time.perf_counter() - started
+    _check_writable(out)
     result = run_trial(
         config,
         dataset,
         out,
         sweep={"name": "train", "spec_hash": None},
-        load_s=time.perf_counter() - started,
+        load_s=load_s,
         verbose=verbose,
     )
     files = [shard_path(out, result.trial_id), out / "history.csv"]
