@@ -185,6 +185,7 @@ def test_real_mnist_is_recognised_and_refused_under_the_wrong_name(
     write_idx(
         tmp_path / "fashion-mnist",
         {k: getattr(raw, k) for k in ("x_train", "y_train", "x_test", "y_test")},
+        gz=False,
     )
     with pytest.raises(DataError, match="holds mnist, not fashion_mnist"):
         load_raw("fashion_mnist", tmp_path)
