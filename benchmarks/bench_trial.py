@@ -35,8 +35,8 @@ def main() -> None:
     n_train = len(dataset.x_train)
     print(f"machine: {platform.node()} {os.cpu_count()} cpus, TensorFlow {tf.__version__}")
     print(f"data: {dataset.source} loaded in {load_s:.2f} s; {n_train} training images")
-    header = f"{'batch':>6} {'epochs':>6} {'s/epoch':>8} {'samples/s':>10} {'eval s':>7} {'valid':>7} {'test':>7}"
-    print(header)
+    columns = ("batch", "epochs", "s/epoch", "samples/s", "eval s", "valid", "test")
+    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, (6, 6, 8, 10, 7, 7, 7), strict=True)))
     for batch_size in args.batch_sizes:
         config = TrialConfig(batch_size=batch_size, epochs=args.epochs)
         result = run_trial(config, dataset)
