@@ -18,6 +18,7 @@ from typing import Any
 from mnistfc import __version__
 from mnistfc.config import DATASETS, TrialConfig
 from mnistfc.errors import MnistfcError
+from mnistfc.spec import EXECUTORS
 
 log = logging.getLogger("mnistfc")
 _PY_TYPES = {"int": int, "float": float, "str": str}
@@ -84,6 +85,56 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--table-format", default="orgtbl", help="tabulate format (default: orgtbl)")
     _add_config_options(train, TrialConfig)
     train.set_defaults(handler=_cmd_train)
+
+    sweep = commands.add_parser(
+        "sweep", parents=[common], help="expand a spec and submit its unfinished trials"
+    )
+    sweep.add_argument("spec", help="sweep spec (TOML), e.g. jobs/grid.toml")
+    sweep.add_argument("--results", required=True, help="results folder of this sweep")
+    sweep.add_argument("--executor", choices=EXECUTORS, default=None, help="overrides the profile")
+    sweep.add_argument(
+        "--cluster", default=None, help="cluster profile (TOML), e.g. jobs/clusters/slurm-gpu.toml"
+    )
+    sweep.add_argument(
+        "--chunk", type=int, default=None, help="trials per array task (profile: chunk)"
+    )
+    sweep.add_argument("--max-parallel", type=int, default=None, help="tasks running at once")
+    sweep.add_argument("--data-dir", default=None)
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. base.epochs=1",
+    )
+    sweep.add_argument(
+        "--cluster-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile value, e.g. partition=gpu",
+    )
+    sweep.add_argument("--rerun-failed", action="store_true", help="run failed trials again")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    sweep.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for the jobs (default: yes for local/debug, no for slurm)",
+    )
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="done / failed / missing trials of a sweep"
+    )
+    status.add_argument("results", help="results folder of a sweep")
+    status.add_argument(
+        "--wait", action="store_true", help="show a progress bar until the jobs end"
+    )
+    status.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between checks with --wait"
+    )
+    status.set_defaults(handler=_cmd_status)
     return parser
 
 
@@ -169,4 +220,121 @@ def _format_info(report: dict[str, Any]) -> str:
         "matches the published dataset" if report["canonical"] else "NOT the published dataset"
     )
     lines.append(f"  content sha256 {report['content_sha256']} ({verdict})")
+    return "\n".join(lines)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mnistfc import cluster
+    from mnistfc.spec import load_profile, load_spec
+
+    spec = load_spec(args.spec, args.set)
+    overrides = [*args.cluster_set, *([f"executor={args.executor}"] if args.executor else [])]
+    profile = load_profile(args.cluster, overrides)
+    plan = cluster.plan_submission(
+        spec,
+        profile,
+        args.results,
+        data_dir=args.data_dir,
+        chunk_size=args.chunk,
+        max_parallel=args.max_parallel,
+        rerun_failed=args.rerun_failed,
+    )
+    print(_format_plan(plan))
+    if args.dry_run:
+        print(_format_dry_run(plan, cluster))
+        return 0
+    record = cluster.submit(plan, wait=args.wait, on_progress=_progress_printer(args.results))
+    if not plan.chunks:
+        print("nothing to submit: every trial has a shard (--rerun-failed retries failed ones)")
+        return 0
+    print(f"submitted {len(record['job_ids'])} job(s): {', '.join(map(str, record['job_ids'][:5]))}"
+          + (" ..." if len(record["job_ids"]) > 5 else ""))  # fmt: skip
+    if plan.profile.executor == "slurm" and not args.wait:
+        print(f"follow with: mnistfc status {args.results} --wait")
+        return 0
+    return _print_status(args.results)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from mnistfc.progress import sweep_progress
+
+    if args.wait:
+        show = _progress_printer(args.results)
+        while True:
+            progress = sweep_progress(args.results)
+            show(progress.status.finished, progress.status.total)
+            if not progress.active:
+                break
+            time.sleep(args.interval)
+    return _print_status(args.results)
+
+
+def _print_status(results: str) -> int:
+    from mnistfc.progress import sweep_progress
+
+    progress = sweep_progress(results)
+    status = progress.status
+    counts = status.counts
+    print(
+        f"sweep {status.name}: {status.total} trials: {counts.get('completed', 0)} completed, "
+        f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
+        f"{counts.get('missing', 0)} missing ({progress.running} running, "
+        f"{progress.queued} queued, {progress.lost} not running)"
+    )
+    for trial_id, error in status.failed.items():
+        print(f"  failed {trial_id}: {error}")
+    for name, problem in status.invalid.items():
+        print(f"  invalid shard {name}: {problem}")
+    if progress.lost and not progress.active:
+        print("  run the same `mnistfc sweep` again to run the missing trials")
+    return 1 if counts.get("failed", 0) or (progress.lost and not progress.active) else 0
+
+
+def _progress_printer(results: str) -> Any:
+    from mnistfc.sweep import sweep_status
+
+    last = [""]
+
+    def show(_done_jobs: int = 0, _total_jobs: int = 0) -> None:
+        status = sweep_status(results)
+        width = 30
+        filled = int(width * status.finished / max(status.total, 1))
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {status.finished}/{status.total} trials"
+        if line != last[0]:
+            end = "\r" if sys.stderr.isatty() else "\n"
+            print(line, end=end, file=sys.stderr, flush=True)
+            last[0] = line
+
+    return show
+
+
+def _format_plan(plan: Any) -> str:
+    sizes = sorted({len(c) for c in plan.chunks})
+    lines = [
+        f"sweep {plan.spec.name} ({plan.spec.kind}, spec {plan.spec.spec_hash}): "
+        f"{plan.total} trials, {plan.skipped} already have a shard, {plan.n_trials} to run",
+        f"executor {plan.profile.executor}: {len(plan.chunks)} task(s) of "
+        f"{'-'.join(map(str, sizes[:1] + sizes[-1:])) if sizes else 0} trial(s), "
+        f"at most {plan.max_parallel} at once"
+        + (f" on GPUs {','.join(plan.gpus)}" if plan.gpus else ""),
+        f"results {plan.results_dir}; data {plan.data_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _format_dry_run(plan: Any, cluster: Any) -> str:
+    lines = ["trials (id: settings):"]
+    axes = [name for name, _ in plan.spec.axes]
+    for task_index, trials in enumerate(plan.chunks):
+        for trial in trials:
+            settings = ", ".join(f"{k}={getattr(trial.config, k)}" for k in [*axes, "seed"])
+            lines.append(f"  task {task_index}: {trial.trial_id}: {settings}")
+    if plan.profile.executor == "slurm":
+        lines.append("sbatch parameters (submitit):")
+        lines += [f"  {k} = {v!r}" for k, v in plan.sbatch.items()]
+        lines.append("sbatch script:")
+        lines.append(cluster.sbatch_script(plan))
+    lines.append("dry run: nothing submitted")
     return "\n".join(lines)

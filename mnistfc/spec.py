@@ -111,6 +111,11 @@ def read_toml(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]
         raise ConfigError(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return apply_overrides(data, overrides)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set ``key.sub=value`` items in ``data``; a value that is not TOML is a plain string."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -159,7 +164,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
 
 def load_profile(path: str | Path | None, overrides: Sequence[str] = ()) -> ClusterProfile:
     """Load a cluster profile (None: the local defaults); report every problem at once."""
-    data = read_toml(path, overrides) if path is not None else {}
+    data = read_toml(path, overrides) if path is not None else apply_overrides({}, overrides)
     where = str(path) if path is not None else "default profile"
     problems: list[str] = []
     valid = {f.name: f for f in dataclasses.fields(ClusterProfile)}

@@ -1,0 +1,285 @@
+"""Submit a sweep's unfinished trials through submitit: one SLURM array, local processes, or debug.
+
+The seam is thin on purpose: everything is decided and validated in ``plan_submission`` on
+the submitting host (nothing queued yet), and ``submit`` only hands chunks to an executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistfc.data import locate
+from mnistfc.errors import ConfigError, MnistfcError
+from mnistfc.search import PlannedTrial, chunk, expand
+from mnistfc.spec import ClusterProfile, SweepSpec
+from mnistfc.sweep import pending, read_states, record_submission, save_plan
+from mnistfc.worker import ChunkTask, run_chunk
+
+log = logging.getLogger(__name__)
+
+SUBMITIT_DIR = "submitit"
+
+
+@dataclass(frozen=True)
+class SubmissionPlan:
+    """What a sweep call will do: every decision made, nothing submitted yet."""
+
+    spec: SweepSpec
+    profile: ClusterProfile
+    results_dir: Path
+    data_dir: str
+    total: int
+    skipped: int
+    chunks: list[list[PlannedTrial]]
+    max_parallel: int
+    gpus: tuple[str, ...]
+    sbatch: dict[str, Any]
+    python: str | None
+
+    @property
+    def n_trials(self) -> int:
+        """Return how many trials this submission runs."""
+        return sum(len(c) for c in self.chunks)
+
+
+def plan_submission(
+    spec: SweepSpec,
+    profile: ClusterProfile,
+    results_dir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    chunk_size: int | None = None,
+    max_parallel: int | None = None,
+    rerun_failed: bool = False,
+) -> SubmissionPlan:
+    """Expand the spec, skip finished trials, chunk the rest and check the executor can run.
+
+    Raises:
+        ConfigError: sbatch missing, container image missing, bad chunk or parallelism.
+        DataError: the dataset is not where the jobs would look.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"--chunk must be >= 1, got {chunk_size}")
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel must be >= 1, got {max_parallel}")
+    results = Path(results_dir).resolve()
+    trials = expand(spec)
+    todo = pending(trials, read_states(results), rerun_failed)
+    # Resolve the data on this host: jobs get an absolute folder that is known to hold it.
+    data_folder = str(locate(spec.base.dataset, data_dir)[0].parent.resolve())
+    for name in {t.config.dataset for t in trials} - {spec.base.dataset}:
+        locate(name, data_dir)
+    gpus = visible_gpus() if profile.executor == "local" else ()
+    parallel = max_parallel or (profile.array_parallelism if profile.executor == "slurm" else 0)
+    parallel = parallel or profile.max_parallel or max(len(gpus), 1)
+    python = None
+    sbatch: dict[str, Any] = {}
+    if profile.executor == "slurm":
+        if shutil.which("sbatch") is None:
+            raise ConfigError(
+                "sbatch not found on PATH: run the sweep on a SLURM login node, or use "
+                "--executor local"
+            )
+        sbatch = sbatch_parameters(profile, spec.name, parallel)
+        if profile.container:
+            python = container_python(profile, [str(results), data_folder])
+    return SubmissionPlan(
+        spec=spec,
+        profile=profile,
+        results_dir=results,
+        data_dir=data_folder,
+        total=len(trials),
+        skipped=len(trials) - len(todo),
+        chunks=chunk(todo, chunk_size or profile.chunk),
+        max_parallel=parallel,
+        gpus=gpus,
+        sbatch=sbatch,
+        python=python,
+    )
+
+
+def sbatch_parameters(profile: ClusterProfile, name: str, parallel: int) -> dict[str, Any]:
+    """Return submitit's SlurmExecutor parameters for a profile (sbatch names)."""
+    params: dict[str, Any] = {
+        "job_name": f"mnistfc-{name}",
+        "partition": profile.partition,
+        "time": profile.timeout_min,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": profile.cpus_per_task,
+        "mem": f"{math.ceil(profile.mem_gb * 1024)}MB",
+        "array_parallelism": parallel,
+    }
+    if profile.gpus_per_task:
+        params["gpus_per_node"] = profile.gpus_per_task
+    for key in ("account", "qos"):
+        if getattr(profile, key):
+            params[key] = getattr(profile, key)
+    if profile.setup:
+        params["setup"] = list(profile.setup)
+    if profile.sbatch:
+        params["additional_parameters"] = dict(profile.sbatch)
+    return params
+
+
+def container_python(profile: ClusterProfile, binds: list[str]) -> str:
+    """Return the command that runs Python inside the profile's Apptainer image."""
+    assert profile.container is not None
+    image = Path(profile.container).expanduser()
+    if not image.exists():
+        raise ConfigError(f"container image {image} not found (see README: apptainer build)")
+    mounts = ",".join(dict.fromkeys([*binds, *profile.container_binds]))
+    return shlex.join(["apptainer", "exec", "--nv", "--bind", mounts, str(image), "python3"])
+
+
+def sbatch_script(plan: SubmissionPlan) -> str:
+    """Return the sbatch script submitit will submit for this plan (for --dry-run)."""
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    folder = plan.results_dir / SUBMITIT_DIR / "%A_%a"
+    python = plan.python or shlex.quote(sys.executable)
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    params = SlurmExecutor._convert_parameters(SlurmExecutor, dict(plan.sbatch))  # type: ignore[arg-type]
+    return str(
+        _make_sbatch_string(command=command, folder=folder, map_count=len(plan.chunks), **params)
+    )
+
+
+def submit(
+    plan: SubmissionPlan,
+    *,
+    wait: bool | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the plan, submit the chunks and record the submission; return that record.
+
+    ``wait`` defaults to True for local and debug (the jobs are this process's children) and
+    False for SLURM (the jobs outlive this process).
+    """
+    save_plan(plan.results_dir, plan.spec, expand(plan.spec), plan.data_dir)
+    record: dict[str, Any] = {
+        "executor": plan.profile.executor,
+        "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "chunks": [[t.trial_id for t in c] for c in plan.chunks],
+        "job_ids": [],
+        "failed_chunks": [],
+    }
+    if not plan.chunks:
+        return record
+    tasks = [_task(plan, c) for c in plan.chunks]
+    folder = plan.results_dir / SUBMITIT_DIR
+    if plan.profile.executor == "slurm":
+        jobs = _submit_slurm(plan, tasks, folder / "%j")
+    elif plan.profile.executor == "local":
+        jobs = _run_local(plan, tasks, folder, on_progress)
+    else:
+        jobs = _run_debug(tasks, folder, on_progress)
+    record["job_ids"] = [job.job_id for job in jobs]
+    record_submission(plan.results_dir, record)
+    if wait is None:
+        wait = plan.profile.executor != "slurm"
+    if wait:
+        record["failed_chunks"] = _wait(jobs, on_progress)
+    return record
+
+
+def _task(plan: SubmissionPlan, trials: list[PlannedTrial]) -> ChunkTask:
+    return ChunkTask(
+        results_dir=str(plan.results_dir),
+        data_dir=plan.data_dir,
+        sweep={"name": plan.spec.name, "spec_hash": plan.spec.spec_hash},
+        configs=tuple(t.config.to_dict() for t in trials),
+    )
+
+
+def _submit_slurm(plan: SubmissionPlan, tasks: list[ChunkTask], folder: Path) -> list[Any]:
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, python=plan.python)
+    executor.update_parameters(**plan.sbatch)
+    try:
+        return list(executor.map_array(run_chunk, tasks))
+    except subprocess.CalledProcessError as exc:
+        output = (
+            exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
+        )
+        raise MnistfcError(f"sbatch refused the array job: {(output or str(exc)).strip()}") from exc
+
+
+def _run_local(
+    plan: SubmissionPlan,
+    tasks: list[ChunkTask],
+    folder: Path,
+    on_progress: Callable[[int, int], None] | None,
+) -> list[Any]:
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=folder)
+    jobs: list[Any] = []
+    slots: dict[int, Any] = {}
+    for task in tasks:
+        while len(slots) >= plan.max_parallel:
+            slots = {s: j for s, j in slots.items() if not j.done()}
+            if len(slots) >= plan.max_parallel:
+                time.sleep(0.5)
+        slot = min(set(range(plan.max_parallel)) - set(slots))
+        if plan.gpus:  # one GPU per concurrent task
+            executor.update_parameters(
+                visible_gpus=[int(plan.gpus[slot % len(plan.gpus)])], gpus_per_node=1
+            )
+        executor.update_parameters(timeout_min=plan.profile.timeout_min)
+        slots[slot] = executor.submit(run_chunk, task)
+        jobs.append(slots[slot])
+        if on_progress:
+            on_progress(sum(j.done() for j in jobs), len(tasks))
+    return jobs
+
+
+def _run_debug(
+    tasks: list[ChunkTask], folder: Path, on_progress: Callable[[int, int], None] | None
+) -> list[Any]:
+    import submitit
+
+    executor = submitit.DebugExecutor(folder=folder)
+    jobs = [executor.submit(run_chunk, task) for task in tasks]
+    for i, job in enumerate(jobs):
+        # In-process, so breakpoints work; post-mortem debugging only when someone can type.
+        job.results() if sys.stdin.isatty() else job.exception()
+        if on_progress:
+            on_progress(i + 1, len(jobs))
+    return jobs
+
+
+def _wait(jobs: list[Any], on_progress: Callable[[int, int], None] | None) -> list[str]:
+    while not all(job.done() for job in jobs):
+        if on_progress:
+            on_progress(sum(job.done() for job in jobs), len(jobs))
+        time.sleep(1.0)
+    if on_progress:
+        on_progress(len(jobs), len(jobs))
+    return [str(job.job_id) for job in jobs if job.exception() is not None]
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """Return the GPU indices this host exposes, without importing TensorFlow."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return tuple(g.strip() for g in env.split(",") if g.strip().isdigit())
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return tuple(str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU"))

@@ -1,0 +1,96 @@
+"""What a running sweep is doing: shards on disk joined with the scheduler's job states."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from mnistfc.sweep import SweepStatus, read_states, sweep_status
+
+log = logging.getLogger(__name__)
+
+
+def job_states(submission: dict[str, Any]) -> dict[str, str]:
+    """Return each job's scheduler state for one recorded submission ("" when unknown).
+
+    SLURM states come from sacct (accounting must be enabled); local jobs are processes.
+    """
+    ids = [str(j) for j in submission.get("job_ids", [])]
+    if submission.get("executor") == "slurm" and ids:
+        return _sacct_states(ids)
+    if submission.get("executor") == "local":
+        return {j: "RUNNING" if _pid_alive(j) else "ENDED" for j in ids}
+    return {j: "ENDED" for j in ids}
+
+
+def _sacct_states(ids: list[str]) -> dict[str, str]:
+    arrays = sorted({j.split("_")[0] for j in ids})
+    command = ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(arrays)]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot ask sacct for job states (%s); running counts are unknown", exc)
+        return {j: "" for j in ids}
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        job, _, state = line.partition("|")
+        states[job] = state.split()[0] if state else ""
+    # A pending array shows as one line "123_[0-9%2]": its tasks are all pending.
+    for job in ids:
+        if job not in states:
+            base = job.split("_")[0]
+            pending_line = [s for k, s in states.items() if k.startswith(f"{base}_[")]
+            states[job] = pending_line[0] if pending_line else ""
+    return {j: states[j] for j in ids}
+
+
+def _pid_alive(job_id: str) -> bool:
+    try:
+        os.kill(int(job_id), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_ACTIVE = {"RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
+_QUEUED = {"PENDING", "REQUEUE_HOLD", "REQUEUE_FED"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A sweep's shard counts plus, for trials without a shard, what their job is doing."""
+
+    status: SweepStatus
+    running: int
+    queued: int
+
+    @property
+    def active(self) -> bool:
+        """Return whether any job of the sweep may still write shards."""
+        return self.running + self.queued > 0
+
+    @property
+    def lost(self) -> int:
+        """Return trials with no shard and no live job: the next sweep reruns them."""
+        return self.status.counts.get("missing", 0) - self.running - self.queued
+
+
+def sweep_progress(results_dir: str | os.PathLike[str]) -> Progress:
+    """Combine shards on disk with the scheduler's view of the jobs still holding trials."""
+    status = sweep_status(results_dir)
+    done = set(read_states(results_dir).status)
+    states: dict[str, str] = {}
+    for submission in reversed(status.submissions):  # the latest submission of a trial counts
+        jobs = job_states(submission)
+        for job_id, trial_ids in zip(submission["job_ids"], submission["chunks"], strict=False):
+            for tid in trial_ids:
+                if tid not in done:
+                    states.setdefault(tid, jobs.get(str(job_id), ""))
+    running = sum(s in _ACTIVE for s in states.values())
+    queued = sum(s in _QUEUED for s in states.values())
+    return Progress(status=status, running=running, queued=queued)
