@@ -66,7 +66,7 @@ def plan_submission(
     """Expand the spec, skip finished trials, chunk the rest and check the executor can run.
 
     Raises:
-        ConfigError: sbatch missing, container image missing, bad chunk or parallelism.
+        ConfigError: container image missing, bad chunk or parallelism.
         DataError: the dataset is not where the jobs would look.
     """
     if chunk_size is not None and chunk_size < 1:
@@ -86,11 +86,6 @@ def plan_submission(
     python = None
     sbatch: dict[str, Any] = {}
     if profile.executor == "slurm":
-        if shutil.which("sbatch") is None:
-            raise ConfigError(
-                "sbatch not found on PATH: run the sweep on a SLURM login node, or use "
-                "--executor local"
-            )
         sbatch = sbatch_parameters(profile, spec.name, parallel)
         if profile.container:
             python = container_python(profile, [str(results), data_folder])
@@ -145,15 +140,16 @@ def container_python(profile: ClusterProfile, binds: list[str]) -> str:
 
 def sbatch_script(plan: SubmissionPlan) -> str:
     """Return the sbatch script submitit will submit for this plan (for --dry-run)."""
-    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+    _submitit()
+    from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = plan.results_dir / SUBMITIT_DIR / "%A_%a"
+    folder = plan.results_dir / SUBMITIT_DIR / "%j"
     python = plan.python or shlex.quote(sys.executable)
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    params = SlurmExecutor._convert_parameters(SlurmExecutor, dict(plan.sbatch))  # type: ignore[arg-type]
-    return str(
-        _make_sbatch_string(command=command, folder=folder, map_count=len(plan.chunks), **params)
+    script = _make_sbatch_string(
+        command=command, folder=folder, map_count=len(plan.chunks), **plan.sbatch
     )
+    return str(script)
 
 
 def submit(
@@ -167,6 +163,10 @@ def submit(
     ``wait`` defaults to True for local and debug (the jobs are this process's children) and
     False for SLURM (the jobs outlive this process).
     """
+    if plan.profile.executor == "slurm" and plan.chunks and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "sbatch not found on PATH: submit from a SLURM login node, or use --executor local"
+        )
     save_plan(plan.results_dir, plan.spec, expand(plan.spec), plan.data_dir)
     record: dict[str, Any] = {
         "executor": plan.profile.executor,
@@ -189,7 +189,9 @@ def submit(
     record_submission(plan.results_dir, record)
     if wait is None:
         wait = plan.profile.executor != "slurm"
-    if wait:
+    if plan.profile.executor == "debug":  # already ran; done() would run (and debug) again
+        record["failed_chunks"] = [str(j.job_id) for j in jobs if j.exception() is not None]
+    elif wait:
         record["failed_chunks"] = _wait(jobs, on_progress)
     return record
 
@@ -204,8 +206,7 @@ def _task(plan: SubmissionPlan, trials: list[PlannedTrial]) -> ChunkTask:
 
 
 def _submit_slurm(plan: SubmissionPlan, tasks: list[ChunkTask], folder: Path) -> list[Any]:
-    import submitit
-
+    submitit = _submitit()
     executor = submitit.SlurmExecutor(folder=folder, python=plan.python)
     executor.update_parameters(**plan.sbatch)
     try:
@@ -223,8 +224,7 @@ def _run_local(
     folder: Path,
     on_progress: Callable[[int, int], None] | None,
 ) -> list[Any]:
-    import submitit
-
+    submitit = _submitit()
     executor = submitit.LocalExecutor(folder=folder)
     jobs: list[Any] = []
     slots: dict[int, Any] = {}
@@ -249,13 +249,12 @@ def _run_local(
 def _run_debug(
     tasks: list[ChunkTask], folder: Path, on_progress: Callable[[int, int], None] | None
 ) -> list[Any]:
-    import submitit
-
+    submitit = _submitit()
     executor = submitit.DebugExecutor(folder=folder)
     jobs = [executor.submit(run_chunk, task) for task in tasks]
     for i, job in enumerate(jobs):
         # In-process, so breakpoints work; post-mortem debugging only when someone can type.
-        job.results() if sys.stdin.isatty() else job.exception()
+        job.results() if sys.stdin.isatty() and sys.stdout.isatty() else job.exception()
         if on_progress:
             on_progress(i + 1, len(jobs))
     return jobs
@@ -269,6 +268,22 @@ def _wait(jobs: list[Any], on_progress: Callable[[int, int], None] | None) -> li
     if on_progress:
         on_progress(len(jobs), len(jobs))
     return [str(job.job_id) for job in jobs if job.exception() is not None]
+
+
+def _submitit() -> Any:
+    # On import, submitit binds its own log handlers to the sys.stdout/stderr of that moment;
+    # in this process the CLI owns logging, so ask it not to (jobs keep its default).
+    if "submitit" not in sys.modules:
+        previous = os.environ.get("SUBMITIT_LOG_LEVEL")
+        os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+        try:
+            import submitit  # noqa: F401
+        finally:
+            if previous is None:
+                del os.environ["SUBMITIT_LOG_LEVEL"]
+            else:
+                os.environ["SUBMITIT_LOG_LEVEL"] = previous
+    return sys.modules["submitit"]
 
 
 def visible_gpus() -> tuple[str, ...]:

@@ -1,0 +1,197 @@
+"""Sweeps end to end through submitit's debug (in-process) and local (subprocess) executors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from sweeps import write_tiny_grid
+
+from mnistfc import cli
+from mnistfc.cluster import plan_submission, sbatch_script
+from mnistfc.shards import list_shards, read_shard
+from mnistfc.spec import load_profile, load_spec
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, npz_dir: Path) -> tuple[Path, Path]:
+    return write_tiny_grid(tmp_path / "jobs"), npz_dir
+
+
+def sweep(spec: Path, results: Path, data: Path, *extra: str) -> int:
+    return cli.main(
+        ["sweep", str(spec), "--results", str(results), "--data-dir", str(data), *extra]
+    )
+
+
+@pytest.mark.parametrize("executor", ["debug", "local"])
+def test_sweep_runs_every_trial_once_and_resumes(
+    tiny, tmp_path: Path, executor: str, capsys
+) -> None:
+    spec, data = tiny
+    results = tmp_path / "results"
+    assert sweep(spec, results, data, "--executor", executor, "--chunk", "3") == 0
+    out = capsys.readouterr().out
+    assert "4 trials, 0 already have a shard, 4 to run" in out
+    assert "2 task(s) of 1-3 trial(s)" in out
+    shards = [read_shard(p) for p in list_shards(results)]
+    assert len(shards) == 4 and {s["status"] for s in shards} == {"completed"}
+    assert {(s["config"]["units"], s["config"]["dropout"]) for s in shards} == {
+        (8, 0.0), (8, 0.5), (16, 0.0), (16, 0.5)
+    }  # fmt: skip
+    assert all(s["sweep"]["name"] == "tiny" for s in shards)
+    plan = json.loads((results / "sweep.json").read_text())
+    assert len(plan["trials"]) == 4 and len(plan["submissions"]) == 1
+    assert len(plan["submissions"][0]["job_ids"]) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in list_shards(results)}
+    # a second call submits nothing and touches no shard
+    assert sweep(spec, results, data, "--executor", executor) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in list_shards(results)} == mtimes
+    assert len(json.loads((results / "sweep.json").read_text())["submissions"]) == 1
+
+
+def test_a_failing_trial_leaves_a_failed_shard_that_status_reports(
+    tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    # valid_size 500 does not fit the 128 generated test images: those trials raise in the job
+    spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0]", valid_sizes="[28, 500]")
+    results = tmp_path / "results"
+    assert sweep(spec, results, npz_dir, "--executor", "debug", "--chunk", "4") == 1
+    out = capsys.readouterr().out
+    assert "2 completed, 0 diverged, 2 failed" in out
+    assert "DataError: valid_size=500 does not fit the 128 test images" in out
+    failed = [read_shard(p) for p in list_shards(results) if read_shard(p)["status"] == "failed"]
+    assert len(failed) == 2 and all("Traceback" in s["error"] for s in failed)
+    assert cli.main(["status", str(results)]) == 1
+    assert out.count("failed ") >= 2
+    # failed trials are not retried by default, and are with --rerun-failed
+    assert sweep(spec, results, npz_dir, "--executor", "debug") == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    sweep(spec, results, npz_dir, "--executor", "debug", "--rerun-failed")
+    assert "2 already have a shard, 2 to run" in capsys.readouterr().out
+
+
+def test_missing_trials_are_rerun_and_finished_ones_kept(tiny, tmp_path: Path, capsys) -> None:
+    spec, data = tiny
+    results = tmp_path / "results"
+    assert sweep(spec, results, data, "--executor", "debug") == 0
+    victim, *kept = list_shards(results)
+    kept_bytes = {p: p.read_bytes() for p in kept}
+    victim.unlink()
+    (results / "shards" / f".{victim.name}.123.tmp").write_text("{half a shard")
+    assert cli.main(["status", str(results)]) == 1
+    assert "1 missing (0 running, 0 queued, 1 not running)" in capsys.readouterr().out
+    assert sweep(spec, results, data, "--executor", "debug") == 0
+    assert "3 already have a shard, 1 to run" in capsys.readouterr().out
+    assert victim.exists() and {p: p.read_bytes() for p in kept} == kept_bytes
+
+
+def test_dry_run_prints_trials_and_the_exact_sbatch_script(tiny, tmp_path: Path, capsys) -> None:
+    spec, data = tiny
+    profile = Path(__file__).resolve().parents[1] / "jobs" / "clusters" / "slurm-gpu.toml"
+    code = sweep(spec, tmp_path / "r", data, "--cluster", str(profile), "--chunk", "2", "--dry-run",
+                 "--cluster-set", "account=proj1", "--cluster-set", "sbatch.constraint=a100")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16384MB",
+        "#SBATCH --time=120",
+        "#SBATCH --account=proj1",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --job-name=mnistfc-tiny",
+    ):
+        assert line in out, line
+    assert "task 1: " in out and "units=16" in out
+    assert "dry run: nothing submitted" in out
+    assert not (tmp_path / "r").exists()
+
+
+def test_container_profile_runs_python_inside_apptainer(tiny, tmp_path: Path) -> None:
+    spec, data = tiny
+    image = tmp_path / "mnistfc.sif"
+    image.write_bytes(b"sif")
+    profile = load_profile(None, ["executor=slurm", "partition=gpu", f"container='{image}'",
+                                  "container_binds=['/scratch']"])  # fmt: skip
+    plan = plan_submission(load_spec(spec), profile, tmp_path / "r", data_dir=str(data))
+    assert plan.python == (
+        f"apptainer exec --nv --bind {tmp_path / 'r'},{data},/scratch {image} python3"
+    )
+    assert f"srun --unbuffered --output {tmp_path / 'r'}" in sbatch_script(plan)
+    assert f"{image} python3 -u -m submitit.core._submit" in sbatch_script(plan)
+    missing = load_profile(None, ["executor=slurm", "partition=gpu", "container='/nope.sif'"])
+    with pytest.raises(Exception, match="container image /nope.sif not found"):
+        plan_submission(load_spec(spec), missing, tmp_path / "r", data_dir=str(data))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grid.units=[0]", "units: must be a positive integer"),
+        ("grid.dropout=[1.0]", "dropout: must be in [0, 1)"),
+        ("grid.dropout=[]", "must be a non-empty list"),
+        ("grid.activation=['relux']", "'relux' is not one of"),
+        ("base.learning_rate=0.0", "learning_rate: must be a finite number > 0"),
+        ("base.batch_size='32'", "batch_size: expected int"),
+        ("base.epochs=-1", "epochs: must be a positive integer"),
+        ("grid.colour=['red']", "unknown setting"),
+        ("typo=1", "unknown key(s) ['typo']"),
+    ],
+)
+def test_bad_specs_exit_2_and_queue_nothing(
+    tiny, tmp_path: Path, override: str, message: str, capsys
+) -> None:
+    spec, data = tiny
+    assert sweep(spec, tmp_path / "r", data, "--executor", "debug", "--set", override) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_slurm_input_errors(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    spec, data = tiny
+    assert sweep(spec, tmp_path / "r", data, "--executor", "slurm") == 2
+    assert "a slurm profile needs a partition" in capsys.readouterr().err
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert (
+        sweep(spec, tmp_path / "r", data, "--executor", "slurm", "--cluster-set", "partition=x")
+        == 2
+    )
+    assert "sbatch not found on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "sweep.json").exists()
+
+
+def test_random_budget_larger_than_pool_is_refused(tmp_path: Path, npz_dir: Path, capsys) -> None:
+    random = Path(__file__).resolve().parents[1] / "jobs" / "random.toml"
+    assert sweep(random, tmp_path / "r", npz_dir, "--set", "pool_size=100", "--dry-run") == 2
+    assert "budget 200 is larger than the pool (100 trials)" in capsys.readouterr().err
+
+
+def test_a_results_dir_of_another_sweep_is_refused(tiny, tmp_path: Path, capsys) -> None:
+    spec, data = tiny
+    assert sweep(spec, tmp_path / "r", data, "--executor", "debug") == 0
+    assert sweep(spec, tmp_path / "r", data, "--executor", "debug", "--set", "base.epochs=2") == 2
+    assert "holds sweep 'tiny'" in capsys.readouterr().err
+
+
+def test_status_of_a_folder_without_a_plan(tmp_path: Path, capsys) -> None:
+    assert cli.main(["status", str(tmp_path)]) == 2
+    assert "is not a sweep results folder" in capsys.readouterr().err
+
+
+def test_local_executor_gives_each_concurrent_task_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnistfc.cluster import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert visible_gpus() == ("0", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == ()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("PATH", os.devnull)
+    assert visible_gpus() == ()
