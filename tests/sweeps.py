@@ -21,7 +21,7 @@ valid_size = {valid_sizes}
 
 
 def write_tiny_grid(folder: Path, dropouts: str = "[0.0, 0.5]", valid_sizes: str = "[28]") -> Path:
-    """Write a 2 x N grid over generated data; a valid_size beyond the test set makes trials fail."""
+    """Write a 2 x N grid on generated data; a valid_size past the test set makes trials fail."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tiny.toml"
     path.write_text(TINY_GRID.format(dropouts=dropouts, valid_sizes=valid_sizes))

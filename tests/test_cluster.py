@@ -92,8 +92,10 @@ def test_missing_trials_are_rerun_and_finished_ones_kept(tiny, tmp_path: Path, c
 def test_dry_run_prints_trials_and_the_exact_sbatch_script(tiny, tmp_path: Path, capsys) -> None:
     spec, data = tiny
     profile = Path(__file__).resolve().parents[1] / "jobs" / "clusters" / "slurm-gpu.toml"
-    code = sweep(spec, tmp_path / "r", data, "--cluster", str(profile), "--chunk", "2", "--dry-run",
-                 "--cluster-set", "account=proj1", "--cluster-set", "sbatch.constraint=a100")  # fmt: skip
+    extra = ["--cluster-set", "account=proj1", "--cluster-set", "sbatch.constraint=a100"]
+    code = sweep(
+        spec, tmp_path / "r", data, "--cluster", str(profile), "--chunk", "2", "--dry-run", *extra
+    )
     out = capsys.readouterr().out
     assert code == 0
     for line in (
