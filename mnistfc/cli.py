@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.set_defaults(handler=_cmd_sweep)
 
+    aggregate = commands.add_parser(
+        "aggregate", parents=[common], help="tables, plots and a report from a results folder"
+    )
+    aggregate.add_argument("results", help="results folder (with shards/)")
+    aggregate.add_argument("--out", default=None, help="report folder (default: RESULTS/report)")
+    aggregate.add_argument("--table-format", default="orgtbl", help="tabulate format for printing")
+    aggregate.set_defaults(handler=_cmd_aggregate)
+
     status = commands.add_parser(
         "status", parents=[common], help="done / failed / missing trials of a sweep"
     )
@@ -338,3 +346,14 @@ def _format_dry_run(plan: Any, cluster: Any) -> str:
         lines.append(cluster.sbatch_script(plan))
     lines.append("dry run: nothing submitted")
     return "\n".join(lines)
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    from mnistfc.report import write_report
+
+    report = write_report(args.results, args.out, args.table_format)
+    print("\n\n".join(report.text))
+    print("wrote:")
+    for path in report.files:
+        print(f"  {path}")
+    return 0

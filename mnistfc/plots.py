@@ -138,6 +138,52 @@ def plot_misclassified(
     _save(fig, path)
 
 
+def plot_grid_heatmap(
+    table: Any, title: str, path: str | os.PathLike[str], fmt: str = ".3f", best: Any = None
+) -> None:
+    """Draw a rows x columns table of one metric as an annotated heatmap (NaN cells blank)."""
+    values = table.to_numpy(dtype=float)
+    fig, ax = _figure(1.2 * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8)
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                is_best = best is not None and (table.index[i], table.columns[j]) == best
+                label = format(values[i, j], fmt) + (" *" if is_best else "")
+                colour = "black" if values[i, j] > np.nanmean(values) else "white"
+                ax.text(j, i, label, ha="center", va="center", fontsize=9, color=colour)
+    ax.set_xticks(range(values.shape[1]), [str(c) for c in table.columns])
+    ax.set_yticks(range(values.shape[0]), [str(r) for r in table.index])
+    ax.set_xlabel(str(table.columns.name))
+    ax.set_ylabel(str(table.index.name))
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_budget_curve(
+    budgets: Any, series: Sequence[tuple[str, Any, Any, Any]], title: str,
+    path: str | os.PathLike[str],
+) -> None:  # fmt: skip
+    """Plot accuracy against budget N with error bars: one (label, y, err_low, err_high) per line.
+
+    Errors are distances below and above y (standard deviations, or band edges minus y).
+    """
+    fig, ax = _figure(6.4, 4.4)
+    for index, (label, y, low, high) in enumerate(series):
+        ax.errorbar(
+            budgets, y, yerr=[low, high], fmt="o-", capsize=4, color=f"C{index}", label=label
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(list(budgets), [str(b) for b in budgets])
+    ax.set_xlabel("budget N (trials)")
+    ax.set_ylabel("accuracy of the best of N (selected on validation)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
 def _series(history: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [np.nan if h.get(key) is None else h[key] for h in history]
 

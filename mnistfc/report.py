@@ -1,0 +1,279 @@
+"""Write a results folder's tables, plots and a Markdown + self-contained HTML report.
+
+The report is a list of blocks (headings, paragraphs, tables, images, preformatted text)
+rendered twice: Markdown with image links, and one HTML file with the PNGs embedded so it
+opens offline anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from mnistfc import plots
+from mnistfc.aggregate import (
+    Results,
+    best_of_n_pool,
+    best_of_n_repeats,
+    best_trial,
+    grid_table,
+    load_results,
+    require_trials,
+    usable,
+)
+from mnistfc.atomic import atomic_write_text
+from mnistfc.shards import shard_dir
+
+SELECTION_RULE = (
+    "Models are selected on validation accuracy (the last 2,000 test images); test accuracy "
+    "(the first 8,000) is reported for the selected models only. The exercise selected on "
+    "test accuracy, which leaks the test set into the choice."
+)
+
+
+@dataclass
+class Report:
+    """The blocks of a report and the files written for it."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, content: Any) -> None:
+        """Append a block: h2, p, table (headers, rows), img (path, caption), pre."""
+        self.blocks.append((kind, content))
+
+
+def write_report(
+    results_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    table_format: str = "orgtbl",
+) -> Report:
+    """Aggregate a results folder into results.csv, tables, PNGs, report.md and report.html."""
+    results = load_results(results_dir)
+    require_trials(results, str(results_dir))
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    spec = (results.plan or {}).get("spec", {})
+    report = Report(title=f"mnistfc report: {spec.get('name', Path(results_dir).name)}")
+    csv_path = out / "results.csv"
+    atomic_write_text(csv_path, results.frame.to_csv(index=False))
+    report.files.append(csv_path)
+    _overview(report, results, results_dir)
+    if spec.get("kind") == "grid" and len(spec.get("grid", {})) == 2:
+        _grid_section(report, results, spec, out, table_format)
+    elif spec.get("kind") == "random":
+        _random_section(report, results, spec, out, table_format)
+    _best_section(report, results, table_format)
+    report.files += _render(report, out)
+    return report
+
+
+def _overview(report: Report, results: Results, results_dir: str | os.PathLike[str]) -> None:
+    frame = results.frame
+    spec = (results.plan or {}).get("spec", {})
+    counts = frame["status"].value_counts().to_dict()
+    planned = len(results.plan["trials"]) if results.plan else len(frame)
+    lines = [
+        f"Results folder `{Path(results_dir).resolve()}`; spec `{spec.get('name', '-')}` "
+        f"({spec.get('kind', 'trials')}"
+        + (f", protocol {spec.get('protocol')}" if spec.get("kind") == "random" else "")
+        + f", spec hash {(results.plan or {}).get('spec_hash', '-')}).",
+        f"Trials: {planned} planned, {counts.get('completed', 0)} completed, "
+        f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
+        f"{len(results.missing)} missing, {len(results.skipped)} invalid shard(s) skipped.",
+        f"Compute: {frame['total_s'].sum() / 3600:.2f} h of trial time (sum over shards); "
+        f"wall time {_wall_s(results_dir, frame) / 3600:.2f} h (first trial start to last shard).",
+        SELECTION_RULE,
+    ]
+    report.add("h2", "What was run")
+    for line in lines:
+        report.add("p", line)
+    if results.partial:
+        report.add("p", f"**PARTIAL**: {len(results.missing)} planned trial(s) have no shard yet; "
+                        "the numbers below use the trials that finished.")  # fmt: skip
+    for name, problem in results.skipped.items():
+        report.add("p", f"Skipped invalid shard `{name}`: {problem}")
+    failed = frame[frame["status"] == "failed"]
+    if len(failed):
+        report.add(
+            "p", f"Failed trials (tracebacks in their shards): {', '.join(failed['trial_id'])}"
+        )
+    report.text += [line for line in lines[:3]]
+
+
+def _grid_section(
+    report: Report, results: Results, spec: dict[str, Any], out: Path, fmt: str
+) -> None:
+    rows, cols = list(spec["grid"])
+    frame = results.frame
+    report.add("h2", f"Grid: {rows} x {cols}")
+    cells = usable(frame).sort_values([rows, cols])
+    lines = [
+        f"{rows} = {r[rows]:.2f}, {r[cols]} {cols} -> accuracy {r['valid_accuracy']:.3f}, "
+        f"error rate = {100 - 100 * r['valid_accuracy']:.1f}% (validation); "
+        f"test accuracy {r['test_accuracy']:.3f}"
+        if rows == "dropout"
+        else f"{rows} = {r[rows]}, {cols} = {r[cols]} -> validation accuracy "
+        f"{r['valid_accuracy']:.3f}, test accuracy {r['test_accuracy']:.3f}"
+        for _, r in cells.iterrows()
+    ]
+    report.add("pre", "\n".join(lines))
+    best = best_trial(frame)
+    marker = (best[rows], best[cols]) if best is not None else None
+    for value, title, number in (
+        ("valid_accuracy", "Validation accuracy", ".4f"),
+        ("test_error_pct", "Test error rate [%]", ".2f"),
+    ):
+        table = grid_table(frame, rows, cols, value)
+        headers, table_rows = _pivot_rows(table, number)
+        report.add("p", f"{title} ({rows} down, {cols} across):")
+        report.add("table", (headers, table_rows))
+        report.text.append(
+            f"{title}:\n"
+            + tabulate(table_rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+        )
+        png = out / f"grid_{value}.png"
+        plots.plot_grid_heatmap(table, f"{title} (* = best by validation)", png, number, marker)
+        report.add("img", (png, title))
+        report.files.append(png)
+    if best is not None:
+        sentence = (
+            f"Best cell by validation accuracy: {rows} = {best[rows]}, {cols} = {best[cols]}: "
+            f"validation {best['valid_accuracy']:.4f}, test {best['test_accuracy']:.4f} "
+            f"(trial {best['trial_id']})."
+        )
+        report.add("p", sentence)
+        report.text.append(sentence)
+
+
+def _random_section(
+    report: Report, results: Results, spec: dict[str, Any], out: Path, fmt: str
+) -> None:
+    plan = results.plan or {}
+    budgets = list(spec["budgets"])
+    if spec["protocol"] == "repeats":
+        table = best_of_n_repeats(results.frame, plan)
+        title = f"Best of N over {spec['repeats']} independent repeats (mean ± std)"
+        series = [
+            ("validation", table["valid_mean"], table["valid_std"], table["valid_std"]),
+            ("test (of the selected)", table["test_mean"], table["test_std"], table["test_std"]),
+        ]
+        columns = ["budget", "repeats", "valid_mean", "valid_std", "test_mean", "test_std"]
+    else:
+        table = best_of_n_pool(results.frame, budgets)
+        title = "Expected best of N from one pool (Dodge et al. 2019), 95% bootstrap band"
+        series = [
+            ("validation", table["valid_mean"], table["valid_mean"] - table["valid_lo"],
+             table["valid_hi"] - table["valid_mean"]),
+            ("test (of the selected)", table["test_mean"], table["test_mean"] - table["test_lo"],
+             table["test_hi"] - table["test_mean"]),
+        ]  # fmt: skip
+        columns = list(table.columns)
+    report.add("h2", "Random search: " + title)
+    headers, rows = list(columns), [[_cell(v) for v in row] for row in table[columns].to_numpy()]
+    report.add("table", (headers, rows))
+    report.text.append(
+        f"{title}:\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+    )
+    png = out / "budget_curve.png"
+    plots.plot_budget_curve(budgets, series, title, png)
+    report.add("img", (png, "Best-of-N accuracy against budget N"))
+    report.files.append(png)
+
+
+def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> None:
+    ranked = usable(results.frame).dropna(subset=["valid_accuracy"])
+    ranked = ranked.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True]).head(top)
+    columns = ["trial_id", "units", "dropout", "activation", "learning_rate", "batch_size",
+               "epochs", "valid_accuracy", "test_accuracy", "best_epoch"]  # fmt: skip
+    rows = [[_cell(v) for v in row] for row in ranked[columns].to_numpy()]
+    report.add("h2", f"Best {len(rows)} configurations (by validation accuracy)")
+    report.add("table", (columns, rows))
+    report.text.append(
+        "Best configurations:\n"
+        + tabulate(rows, headers=columns, tablefmt=fmt, disable_numparse=True)
+    )
+
+
+def _pivot_rows(table: pd.DataFrame, number: str) -> tuple[list[str], list[list[str]]]:
+    headers = [f"{table.index.name} \\ {table.columns.name}", *map(str, table.columns)]
+    rows = [
+        [str(index), *("" if np.isnan(v) else format(v, number) for v in row)]
+        for index, row in zip(table.index, table.to_numpy(dtype=float), strict=True)
+    ]
+    return headers, rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return "" if np.isnan(number) else f"{number:.4f}" if abs(number) < 100 else f"{number:.0f}"
+    return str(value)
+
+
+def _wall_s(results_dir: str | os.PathLike[str], frame: pd.DataFrame) -> float:
+    # A shard is written when its trial ends, so it began total_s before the file's mtime.
+    ends = {p.stem: p.stat().st_mtime for p in shard_dir(results_dir).glob("*.json")}
+    starts, stops = [], []
+    for trial_id, total_s in zip(frame["trial_id"], frame["total_s"].fillna(0.0), strict=True):
+        if trial_id in ends:
+            starts.append(ends[trial_id] - total_s)
+            stops.append(ends[trial_id])
+    return max(stops) - min(starts) if stops else 0.0
+
+
+def _render(report: Report, out: Path) -> list[Path]:
+    md, body = [f"# {report.title}", ""], []
+    for kind, content in report.blocks:
+        if kind == "h2":
+            md += [f"## {content}", ""]
+            body.append(f"<h2>{html.escape(content)}</h2>")
+        elif kind == "p":
+            md += [content, ""]
+            body.append(f"<p>{html.escape(content).replace('**', '')}</p>")
+        elif kind == "pre":
+            md += ["```", content, "```", ""]
+            body.append(f"<pre>{html.escape(content)}</pre>")
+        elif kind == "table":
+            headers, rows = content
+            md += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
+            body.append(tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True))
+        elif kind == "img":
+            path, caption = content
+            md += [f"![{caption}]({path.name})", ""]
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            alt = html.escape(caption)
+            body.append(
+                f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{alt}</figcaption></figure>"
+            )
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, "\n".join(md))
+    atomic_write_text(
+        html_path, _HTML.format(title=html.escape(report.title), body="\n".join(body))
+    )
+    return [md_path, html_path]
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }}
+pre {{ background: #f6f6f6; padding: 0.5rem; overflow-x: auto; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body><h1>{title}</h1>
+{body}
+</body></html>
+"""
