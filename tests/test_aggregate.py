@@ -1,0 +1,191 @@
+"""Aggregation over shards written by the test itself, with numbers recomputed independently."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistfc import cli
+from mnistfc.aggregate import best_of_n_pool, best_of_n_repeats, load_results
+from mnistfc.config import TrialConfig
+from mnistfc.search import expand
+from mnistfc.shards import Status, TrialResult, write_shard
+from mnistfc.spec import spec_from_dict
+from mnistfc.sweep import save_plan
+
+GRID = {
+    "kind": "grid",
+    "name": "g",
+    "base": {"epochs": 2},
+    "grid": {"dropout": [0.0, 0.5], "units": [16, 32]},
+}
+SPACE = {"units": [8, 16, 32], "learning_rate": [0.001, 0.01], "dropout": [0.0, 0.2]}
+
+
+def fake_result(
+    config: TrialConfig, valid: float, test: float, status: Status = Status.COMPLETED
+) -> TrialResult:
+    def split(acc: float) -> dict[str, float]:
+        return {"loss": 1 - acc, "accuracy": acc, "error_pct": 100 * (1 - acc)}
+
+    metrics = {"train": split(valid), "valid": split(valid), "test": split(test), "best_epoch": 1}
+    return TrialResult(
+        config=config,
+        status=status,
+        metrics=metrics if status is Status.COMPLETED else None,
+        history=[],
+        timing={"load_s": 1.0, "fit_s": 10.0, "eval_s": 1.0, "total_s": 12.0},
+        env={"host": "test"},
+        error="Traceback\nRuntimeError: boom" if status is Status.FAILED else None,
+    )
+
+
+def make_sweep(folder: Path, spec_dict: dict, score) -> list:
+    spec = spec_from_dict(spec_dict)
+    trials = expand(spec)
+    save_plan(folder, spec, trials, data_dir=None)
+    for trial in trials:
+        result = score(trial)
+        if result is not None:
+            write_shard(folder, result)
+    return trials
+
+
+def test_grid_tables_report_and_csv_trace_back_to_shards(tmp_path: Path, capsys) -> None:
+    def score(trial):
+        c = trial.config
+        return fake_result(
+            c, valid=0.9 + c.units / 1000 - c.dropout / 10, test=0.8 + c.units / 1000
+        )
+
+    make_sweep(tmp_path, GRID, score)
+    assert cli.main(["aggregate", str(tmp_path), "--table-format", "github"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0.0               | 0.9160 | 0.9320 |" in out  # valid accuracy, dropout 0
+    assert "| 0.5               | 0.8660 | 0.8820 |" in out
+    best = "Best cell by validation accuracy: dropout = 0.0, units = 32: validation 0.9320"
+    assert f"{best}, test 0.8320" in out
+    report = tmp_path / "report"
+    md = (report / "report.md").read_text()
+    assert "dropout = 0.50, 16 units -> accuracy 0.866, error rate = 13.4% (validation)" in md
+    assert "selected on validation accuracy" in md and "PARTIAL" not in md
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+    rows = (report / "results.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("trial_id,status,units")
+
+
+def test_partial_sweep_and_invalid_shards_are_reported_not_hidden(tmp_path: Path, capsys) -> None:
+    trials = make_sweep(
+        tmp_path, GRID, lambda t: fake_result(t.config, 0.9, 0.8) if t.config.units == 16 else None
+    )
+    bad = tmp_path / "shards" / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 7}))
+    (tmp_path / "shards" / "torn.json").write_text('{"schema_version": 1, "trial')
+    results = load_results(tmp_path)
+    assert len(results.frame) == 2 and results.partial and len(results.missing) == 2
+    assert set(results.skipped) == {"bad.json", "torn.json"}
+    assert "unknown schema_version 7" in results.skipped["bad.json"]
+    assert cli.main(["aggregate", str(tmp_path)]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "**PARTIAL**: 2 planned trial(s) have no shard yet" in md
+    assert "Skipped invalid shard `bad.json`" in md
+    assert len(trials) == 4
+
+
+def test_repeats_protocol_matches_a_direct_recomputation(tmp_path: Path) -> None:
+    spec = {
+        "kind": "random",
+        "name": "r",
+        "seed": 5,
+        "budgets": [2, 4],
+        "repeats": 3,
+        "space": SPACE,
+    }
+    rng = np.random.default_rng(1)
+    scores = {}
+
+    def score(trial):
+        valid, test = float(rng.uniform(0.5, 1)), float(rng.uniform(0.5, 1))
+        scores[trial.trial_id] = (valid, test)
+        return fake_result(trial.config, valid, test)
+
+    trials = make_sweep(tmp_path, spec, score)
+    results = load_results(tmp_path)
+    table = best_of_n_repeats(results.frame, results.plan).set_index("budget")
+    for budget in (2, 4):
+        picked = []
+        for repeat in range(3):
+            ids = [
+                t.trial_id
+                for t in trials
+                for tag in t.tags
+                if dict(tag) | {"draw": 0} == {"repeat": repeat, "budget": budget, "draw": 0}
+            ]
+            assert len(ids) == budget
+            best = max(ids, key=lambda i: scores[i][0])
+            picked.append(scores[best])
+        valid, test = np.array(picked).T
+        assert table.loc[budget, "valid_mean"] == pytest.approx(valid.mean())
+        assert table.loc[budget, "valid_std"] == pytest.approx(valid.std(ddof=1))
+        assert table.loc[budget, "test_mean"] == pytest.approx(test.mean())
+        assert table.loc[budget, "repeats"] == 3
+
+
+def test_pool_estimators_match_brute_force(tmp_path: Path) -> None:
+    spec = {
+        "kind": "random",
+        "name": "p",
+        "protocol": "pool",
+        "pool_size": 7,
+        "budgets": [1, 3, 7],
+        "space": SPACE,
+    }
+    rng = np.random.default_rng(2)
+    make_sweep(
+        tmp_path,
+        spec,
+        lambda t: fake_result(t.config, float(rng.uniform(0.5, 1)), float(rng.uniform(0.5, 1))),
+    )
+    frame = load_results(tmp_path).frame
+    table = best_of_n_pool(frame, [1, 3, 7]).set_index("budget")
+    pairs = list(zip(frame["valid_accuracy"], frame["test_accuracy"], strict=True))
+    for n in (1, 3, 7):
+        subsets = list(itertools.combinations(pairs, n))  # without replacement
+        assert table.loc[n, "valid_unbiased"] == pytest.approx(
+            np.mean([max(s)[0] for s in subsets])
+        )
+        assert table.loc[n, "test_unbiased"] == pytest.approx(np.mean([max(s)[1] for s in subsets]))
+        draws = list(itertools.product(pairs, repeat=n))  # with replacement
+        assert table.loc[n, "valid_mean"] == pytest.approx(np.mean([max(d)[0] for d in draws]))
+        assert table.loc[n, "valid_lo"] <= table.loc[n, "valid_mean"] <= table.loc[n, "valid_hi"]
+
+
+def test_diverged_trials_are_draws_and_failed_ones_are_not(tmp_path: Path) -> None:
+    spec = {
+        "kind": "random",
+        "name": "p",
+        "protocol": "pool",
+        "pool_size": 4,
+        "budgets": [4],
+        "space": SPACE,
+    }
+
+    def score(trial):
+        i = dict(trial.tags[0])["pool"]
+        status = [Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.COMPLETED][i]
+        return fake_result(trial.config, 0.6 + i / 10, 0.5, status)
+
+    make_sweep(tmp_path, spec, score)
+    table = best_of_n_pool(load_results(tmp_path).frame, [1]).set_index("budget")
+    assert table.loc[1, "pool"] == 3  # completed, completed, diverged (scored 0)
+    assert table.loc[1, "valid_mean"] == pytest.approx((0.6 + 0.9 + 0.0) / 3)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert cli.main(["aggregate", str(tmp_path)]) == 1
+    assert "no readable shards" in capsys.readouterr().err
