@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mnistfc import __version__
@@ -131,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--out", default=None, help="report folder (default: RESULTS/report)")
     aggregate.add_argument("--table-format", default="orgtbl", help="tabulate format for printing")
     aggregate.set_defaults(handler=_cmd_aggregate)
+
+    study = commands.add_parser(
+        "study", parents=[common], help="the whole study: single model, grid, random, report"
+    )
+    study.add_argument("spec", nargs="?", default="jobs/study.toml", help="study file (TOML)")
+    study.add_argument("--results", required=True, help="results folder of the study")
+    study.add_argument("--executor", choices=EXECUTORS, default=None)
+    study.add_argument("--cluster", default=None, help="cluster profile (TOML)")
+    study.add_argument("--cluster-set", action="append", default=[], metavar="KEY=VALUE")
+    study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a study value, e.g. train.epochs=2")  # fmt: skip
+    study.add_argument("--data-dir", default=None)
+    study.add_argument("--table-format", default="orgtbl")
+    study.set_defaults(handler=_cmd_study)
 
     status = commands.add_parser(
         "status", parents=[common], help="done / failed / missing trials of a sweep"
@@ -356,4 +371,26 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     print("wrote:")
     for path in report.files:
         print(f"  {path}")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from mnistfc.spec import load_profile
+    from mnistfc.study import load_study, run_study
+
+    study = load_study(args.spec, args.set)
+    overrides = [*args.cluster_set, *([f"executor={args.executor}"] if args.executor else [])]
+    profile = load_profile(args.cluster, overrides)
+    verbose = 1 if sys.stdout.isatty() else 2
+    report = run_study(
+        study,
+        args.results,
+        profile,
+        data_dir=args.data_dir,
+        verbose=verbose,
+        table_format=args.table_format,
+        on_progress=lambda name: _progress_printer(f"{args.results}/{name}"),
+    )
+    print("\n\n".join(report.text))
+    print(f"report: {Path(args.results) / 'report.html'}")
     return 0

@@ -39,6 +39,14 @@ SELECTION_RULE = (
 )
 
 
+_SINGLE_FIGURES = (
+    ("accuracy.png", "Accuracy per epoch"),
+    ("loss.png", "Loss per epoch"),
+    ("confusion.png", "Test confusion matrix"),
+    ("misclassified.png", "Misclassified test images"),
+)
+
+
 @dataclass
 class Report:
     """The blocks of a report and the files written for it."""
@@ -74,6 +82,41 @@ def write_report(
         _random_section(report, results, spec, out, table_format)
     _best_section(report, results, table_format)
     report.files += _render(report, out)
+    return report
+
+
+def write_study_report(
+    results_dir: str | os.PathLike[str], sweeps: list[str], table_format: str = "orgtbl"
+) -> Report:
+    """Write one report for a whole study: the single model, then each sweep's report."""
+    from mnistfc.shards import list_shards, read_shard
+    from mnistfc.single import performance_table
+
+    root = Path(results_dir)
+    report = Report(title="mnistfc study: the exercise's single model, grid and random search")
+    train = root / "train"
+    shards = [read_shard(p) for p in list_shards(train)]
+    completed = [s for s in shards if s["status"] == "completed"]
+    report.add("h2", "Single model")
+    if completed:
+        record = completed[0]
+        config = ", ".join(f"{k}={v}" for k, v in record["config"].items())
+        table = performance_table(record["metrics"], table_format)
+        report.add("p", f"Config: {config}; best epoch {record['metrics']['best_epoch']}.")
+        report.add("pre", table)
+        report.text.append(f"Single model:\n{table}")
+        for name, caption in _SINGLE_FIGURES:
+            if (train / name).exists():
+                report.add("img", (train / name, caption))
+    else:
+        report.add("p", f"No completed single-model shard in {train}.")
+    for name in sweeps:
+        part = write_report(root / name, table_format=table_format)
+        for kind, content in part.blocks:
+            report.add(kind, f"{name}: {content}" if kind == "h2" else content)
+        report.text += [f"[{name}] {t}" for t in part.text]
+        report.files += part.files
+    report.files += _render(report, root)
     return report
 
 
@@ -179,7 +222,7 @@ def _random_section(
         ]  # fmt: skip
         columns = list(table.columns)
     report.add("h2", "Random search: " + title)
-    headers, rows = list(columns), [[_cell(v) for v in row] for row in table[columns].to_numpy()]
+    headers, rows = list(columns), [[_cell(v) for v in row] for row in table[columns].itertuples(index=False)]
     report.add("table", (headers, rows))
     report.text.append(
         f"{title}:\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
@@ -195,7 +238,7 @@ def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> N
     ranked = ranked.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True]).head(top)
     columns = ["trial_id", "units", "dropout", "activation", "learning_rate", "batch_size",
                "epochs", "valid_accuracy", "test_accuracy", "best_epoch"]  # fmt: skip
-    rows = [[_cell(v) for v in row] for row in ranked[columns].to_numpy()]
+    rows = [[_cell(v) for v in row] for row in ranked[columns].itertuples(index=False)]
     report.add("h2", f"Best {len(rows)} configurations (by validation accuracy)")
     report.add("table", (columns, rows))
     report.text.append(
@@ -249,7 +292,7 @@ def _render(report: Report, out: Path) -> list[Path]:
             body.append(tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True))
         elif kind == "img":
             path, caption = content
-            md += [f"![{caption}]({path.name})", ""]
+            md += [f"![{caption}]({os.path.relpath(path, out)})", ""]
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             alt = html.escape(caption)
             body.append(
