@@ -151,8 +151,12 @@ def best_of_n_pool(
     scores = _scores(frame).dropna(subset=["valid"]).sort_values(["valid", "trial_id"])
     valid, test = scores["valid"].to_numpy(), scores["test"].to_numpy()
     m = len(valid)
+    # Resample the pool once and sort each resample once; every budget reuses them.
     rng = np.random.default_rng(seed)
     boot = rng.integers(0, m, size=(n_boot, m)) if m else np.zeros((0, 0), dtype=int)
+    order = np.argsort(valid[boot], axis=1, kind="stable")
+    boot_valid = np.take_along_axis(valid[boot], order, axis=1)
+    boot_test = np.take_along_axis(test[boot], order, axis=1)
     records = []
     for n in budgets:
         row: dict[str, Any] = {"budget": n, "pool": m}
@@ -166,11 +170,8 @@ def best_of_n_pool(
             u = _weights_without_replacement(m, n)
             row["valid_unbiased"] = float(u @ valid)
             row["test_unbiased"] = float(u @ test)
-        order = np.argsort(valid[boot], axis=1, kind="stable")
-        resampled = np.take_along_axis(valid[boot], order, axis=1) @ w
-        row["valid_lo"], row["valid_hi"] = np.percentile(resampled, [2.5, 97.5]).tolist()
-        test_resampled = np.take_along_axis(test[boot], order, axis=1) @ w
-        row["test_lo"], row["test_hi"] = np.percentile(test_resampled, [2.5, 97.5]).tolist()
+        row["valid_lo"], row["valid_hi"] = np.percentile(boot_valid @ w, [2.5, 97.5]).tolist()
+        row["test_lo"], row["test_hi"] = np.percentile(boot_test @ w, [2.5, 97.5]).tolist()
         records.append(row)
     return pd.DataFrame(records)
 
