@@ -222,7 +222,8 @@ def _random_section(
         ]  # fmt: skip
         columns = list(table.columns)
     report.add("h2", "Random search: " + title)
-    headers, rows = list(columns), [[_cell(v) for v in row] for row in table[columns].itertuples(index=False)]
+    headers = list(columns)
+    rows = [[_cell(v) for v in row] for row in table[columns].itertuples(index=False)]
     report.add("table", (headers, rows))
     report.text.append(
         f"{title}:\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
