@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job: the exercise's single-model study on real MNIST.
+# The main job: the exercise's whole study (single model, grid, random search, report).
+STUDY_ARGS ?=
 run: setup
-	$(BIN)/mnistfc train --data-dir $(DATA_DIR) --out $(RESULTS)/train
+	$(BIN)/mnistfc study jobs/study.toml --results $(RESULTS)/study --data-dir $(DATA_DIR) $(STUDY_ARGS)
 
 # The whole suite: unit tests, real-MNIST (slow), real SLURM (cluster) and container tests.
 test: setup
@@ -34,6 +35,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_trial.py --data-dir $(DATA_DIR) --epochs 10
+	$(BIN)/python benchmarks/bench_aggregate.py --shards 10000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
