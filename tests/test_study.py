@@ -1,0 +1,122 @@
+"""The whole study in one command, and a report whose numbers are recomputed from the shards."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistfc import cli
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def study_args(
+    results: Path, data: Path, *, valid_size: int, batch_size: int = 64, extra_grid: str = ""
+) -> list[str]:
+    common = f'"base.epochs=1","base.valid_size={valid_size}","base.batch_size={batch_size}"'
+    return [
+        "study", str(JOBS / "study.toml"), "--results", str(results), "--data-dir", str(data),
+        "--executor", "debug",
+        "--set", "train.epochs=1", "--set", f"train.valid_size={valid_size}",
+        "--set", f'grid.set=[{common},"grid.units=[16,32]","grid.dropout=[0.0,0.5]"{extra_grid}]',
+        "--set", f'random.set=["protocol=pool","pool_size=6","budgets=[1,2,6]",{common},'
+                 '"space.batch_size=[64,128]"]',
+    ]  # fmt: skip
+
+
+def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Path, capsys) -> None:
+    results = tmp_path / "study"
+    assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
+    out = capsys.readouterr().out
+    assert "report: " in out and "| Validation |" in out
+    for part, count in (("train", 1), ("grid", 4), ("random", 6)):
+        assert len(list((results / part / "shards").glob("*.json"))) == count, part
+    html = (results / "report.html").read_text()
+    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search"):
+        assert heading in html
+    assert html.count("data:image/png;base64,") >= 7
+    # run again: everything resumes, nothing is retrained
+    mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")}
+    assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")} == mtimes
+
+
+def test_a_bad_study_file_stops_before_training(tmp_path: Path, npz_dir: Path, capsys) -> None:
+    args = study_args(tmp_path / "s", npz_dir, valid_size=28, extra_grid=',"grid.units=[0]"')
+    assert cli.main([*args, "--set", "train.units=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "train: invalid trial config: units" in err and "grid:" in err
+    assert not (tmp_path / "s").exists()
+
+
+def _shards(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((folder / "shards").glob("*.json"))]
+
+
+@pytest.mark.slow
+def test_report_numbers_recomputed_from_real_data_shards(
+    tmp_path: Path, real_mnist_dir: Path
+) -> None:
+    results = tmp_path / "study"
+    args = study_args(results, real_mnist_dir, valid_size=2000, batch_size=1000)
+    args += ["--set", "train.batch_size=1000", "--set", "train.units=32"]
+    assert cli.main(args) == 0
+    grid_md = (results / "grid" / "report" / "report.md").read_text()
+    grid = _shards(results / "grid")
+    for shard in grid:
+        c, m = shard["config"], shard["metrics"]
+        valid, test = m["valid"]["accuracy"], m["test"]["accuracy"]
+        line = (
+            f"dropout = {c['dropout']:.2f}, {c['units']} units -> accuracy {valid:.3f}, "
+            f"error rate = {100 - 100 * valid:.1f}% (validation); test accuracy {test:.3f}"
+        )
+        assert line in grid_md
+        assert m["valid"]["accuracy"] > 0.8  # real data, one epoch
+    best = max(grid, key=lambda s: (s["metrics"]["valid"]["accuracy"], -int(s["trial_id"], 16)))
+    assert f"test {best['metrics']['test']['accuracy']:.4f} (trial {best['trial_id']})" in grid_md
+
+    pool = _shards(results / "random")
+    valid = np.sort([s["metrics"]["valid"]["accuracy"] for s in pool])
+    random_md = (results / "random" / "report" / "report.md").read_text()
+    rows = {
+        int(r[0]): r
+        for r in re.findall(
+            r"^\|\s*(\d+)\s*\|\s*6\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)", random_md, re.M
+        )
+    }
+    assert set(rows) == {1, 2, 6}
+    assert float(rows[1][1]) == pytest.approx(valid.mean(), abs=1e-4)
+    assert float(rows[6][3]) == pytest.approx(valid.max(), abs=1e-4)  # unbiased best of all 6
+    m = len(valid)
+    with_replacement = sum(v * ((i / m) ** 2 - ((i - 1) / m) ** 2) for i, v in enumerate(valid, 1))
+    assert float(rows[2][1]) == pytest.approx(with_replacement, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(tmp_path: Path, npz_dir: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    results = tmp_path / "study"
+    assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1200,3000", (results / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (3000, 1200)
+    # plots make a page far from blank: many distinct colours, not just text on white
+    colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 500
