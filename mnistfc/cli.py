@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--rerun-failed", action="store_true", help="run failed trials again")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
     sweep.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="write RESULTS/sweep.json for plain sbatch, submit nothing",
+    )
+    sweep.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -132,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--out", default=None, help="report folder (default: RESULTS/report)")
     aggregate.add_argument("--table-format", default="orgtbl", help="tabulate format for printing")
     aggregate.set_defaults(handler=_cmd_aggregate)
+
+    run_chunk = commands.add_parser(
+        "run-chunk",
+        parents=[common],
+        help="run chunk I of a planned sweep here (plain sbatch arrays)",
+    )
+    run_chunk.add_argument("results", help="results folder with sweep.json (sweep --plan-only)")
+    run_chunk.add_argument(
+        "--index", type=int, required=True, help="chunk index, e.g. $SLURM_ARRAY_TASK_ID"
+    )
+    run_chunk.add_argument("--size", type=int, required=True, help="trials per chunk")
+    run_chunk.add_argument("--data-dir", default=None, help="default: the folder the plan recorded")
+    run_chunk.set_defaults(handler=_cmd_run_chunk)
 
     study = commands.add_parser(
         "study", parents=[common], help="the whole study: single model, grid, random, report"
@@ -266,6 +284,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(_format_dry_run(plan, cluster))
         return 0
+    if args.plan_only:
+        n_tasks = cluster.write_plan(plan)
+        size = args.chunk or plan.profile.chunk
+        print(f"wrote {plan.results_dir / 'sweep.json'}; run it without submitit with:")
+        print(f"  sbatch --array=0-{n_tasks - 1} jobs/sweep-array.sbatch {plan.results_dir} {size}")
+        return 0
     record = cluster.submit(plan, wait=args.wait, on_progress=_progress_printer(args.results))
     if not plan.chunks:
         print("nothing to submit: every trial has a shard (--rerun-failed retries failed ones)")
@@ -393,4 +417,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
     )
     print("\n\n".join(report.text))
     print(f"report: {Path(args.results) / 'report.html'}")
+    return 0
+
+
+def _cmd_run_chunk(args: argparse.Namespace) -> int:
+    from mnistfc.cluster import run_planned_chunk
+
+    outcome = run_planned_chunk(args.results, args.index, args.size, args.data_dir)
+    for item in outcome:
+        print(f"{item['trial_id']}: {item['status']}")
     return 0

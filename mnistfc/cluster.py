@@ -23,7 +23,7 @@ from mnistfc.data import locate
 from mnistfc.errors import ConfigError, MnistfcError
 from mnistfc.search import PlannedTrial, chunk, expand
 from mnistfc.spec import ClusterProfile, SweepSpec
-from mnistfc.sweep import pending, read_states, record_submission, save_plan
+from mnistfc.sweep import pending, read_plan, read_states, record_submission, save_plan
 from mnistfc.worker import ChunkTask, run_chunk
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,38 @@ def submit(
     elif wait:
         record["failed_chunks"] = _wait(jobs, on_progress)
     return record
+
+
+def write_plan(plan: SubmissionPlan) -> int:
+    """Write the sweep plan without submitting; return the number of chunks over all trials."""
+    trials = expand(plan.spec)
+    size = len(plan.chunks[0]) if plan.chunks else plan.profile.chunk
+    save_plan(plan.results_dir, plan.spec, trials, plan.data_dir)
+    return len(chunk(trials, size))
+
+
+def run_planned_chunk(
+    results_dir: str | os.PathLike[str], index: int, size: int, data_dir: str | None = None
+) -> list[dict[str, str]]:
+    """Run the ``index``-th chunk of ``size`` trials of a saved plan, in plan order, here.
+
+    Indices cover all planned trials (not only unfinished ones), so a plain ``sbatch --array``
+    over them is stable; trials that already have a shard are skipped by the worker.
+    """
+    plan = read_plan(results_dir)
+    chunks = chunk(plan["trials"], size) if size >= 1 else []
+    if not 0 <= index < len(chunks):
+        raise ConfigError(
+            f"chunk index {index} out of range: {len(plan['trials'])} trials in chunks of "
+            f"{size} give indices 0-{len(chunks) - 1}"
+        )
+    task = ChunkTask(
+        results_dir=str(Path(results_dir).resolve()),
+        data_dir=data_dir or plan["data_dir"],
+        sweep={"name": plan["spec"]["name"], "spec_hash": plan["spec_hash"]},
+        configs=tuple(t["config"] for t in chunks[index]),
+    )
+    return run_chunk(task)
 
 
 def _task(plan: SubmissionPlan, trials: list[PlannedTrial]) -> ChunkTask:

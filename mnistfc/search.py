@@ -11,10 +11,12 @@ import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mnistfc.config import TrialConfig
 from mnistfc.spec import SweepSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
     return _merge([(_draw(spec, key), tag) for key, tag in keys])
 
 
-def chunk(trials: Sequence[PlannedTrial], size: int) -> list[list[PlannedTrial]]:
+def chunk(trials: Sequence[T], size: int) -> list[list[T]]:
     """Split trials into consecutive chunks of at most ``size`` (one array task each)."""
     if size < 1:
         raise ValueError(f"chunk size must be >= 1, got {size}")

@@ -197,3 +197,19 @@ def test_local_executor_gives_each_concurrent_task_one_gpu(monkeypatch: pytest.M
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("PATH", os.devnull)
     assert visible_gpus() == ()
+
+
+def test_plan_only_and_run_chunk_serve_plain_sbatch_arrays(tiny, tmp_path: Path, capsys) -> None:
+    spec, data = tiny
+    results = tmp_path / "r"
+    assert sweep(spec, results, data, "--plan-only", "--chunk", "3") == 0
+    assert f"sbatch --array=0-1 jobs/sweep-array.sbatch {results} 3" in capsys.readouterr().out
+    assert list_shards(results) == []
+    assert cli.main(["run-chunk", str(results), "--index", "1", "--size", "3"]) == 0
+    assert len(list_shards(results)) == 1  # chunk 1 of 4 trials in threes holds the 4th
+    assert cli.main(["run-chunk", str(results), "--index", "0", "--size", "3"]) == 0
+    assert cli.main(["run-chunk", str(results), "--index", "0", "--size", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": skipped") == 3
+    assert cli.main(["run-chunk", str(results), "--index", "2", "--size", "3"]) == 2
+    assert "chunk index 2 out of range" in capsys.readouterr().err
