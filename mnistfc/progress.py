@@ -27,24 +27,27 @@ def job_states(submission: dict[str, Any]) -> dict[str, str]:
 
 
 def _sacct_states(ids: list[str]) -> dict[str, str]:
-    arrays = sorted({j.split("_")[0] for j in ids})
-    command = ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(arrays)]
+    # squeue knows a job the moment sbatch returns; sacct lags about a second behind and
+    # keeps finished jobs. Live states from squeue win; sacct fills in the finished ones.
+    arrays = ",".join(sorted({j.split("_")[0] for j in ids}))
+    finished = _query(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", arrays])
+    live = _query(["squeue", "-h", "-r", "-o", "%i|%T", "-j", arrays])
+    states = {**finished, **live}
+    return {j: states.get(j, "") for j in ids}
+
+
+def _query(command: list[str]) -> dict[str, str]:
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("cannot ask sacct for job states (%s); running counts are unknown", exc)
-        return {j: "" for j in ids}
-    states: dict[str, str] = {}
+        log.warning("%s failed (%s); job states may be incomplete", command[0], exc)
+        return {}
+    states = {}
     for line in out.splitlines():
         job, _, state = line.partition("|")
-        states[job] = state.split()[0] if state else ""
-    # A pending array shows as one line "123_[0-9%2]": its tasks are all pending.
-    for job in ids:
-        if job not in states:
-            base = job.split("_")[0]
-            pending_line = [s for k, s in states.items() if k.startswith(f"{base}_[")]
-            states[job] = pending_line[0] if pending_line else ""
-    return {j: states[j] for j in ids}
+        if state:
+            states[job.strip()] = state.split()[0]
+    return states
 
 
 def _pid_alive(job_id: str) -> bool:
@@ -68,11 +71,12 @@ class Progress:
     status: SweepStatus
     running: int
     queued: int
+    live_jobs: int = 0
 
     @property
     def active(self) -> bool:
-        """Return whether any job of the sweep may still write shards."""
-        return self.running + self.queued > 0
+        """Return whether any job of the sweep is still queued or running."""
+        return self.running + self.queued + self.live_jobs > 0
 
     @property
     def lost(self) -> int:
@@ -85,12 +89,14 @@ def sweep_progress(results_dir: str | os.PathLike[str]) -> Progress:
     status = sweep_status(results_dir)
     done = set(read_states(results_dir).status)
     states: dict[str, str] = {}
+    live_jobs = 0
     for submission in reversed(status.submissions):  # the latest submission of a trial counts
         jobs = job_states(submission)
+        live_jobs += sum(s in _ACTIVE | _QUEUED for s in jobs.values())
         for job_id, trial_ids in zip(submission["job_ids"], submission["chunks"], strict=False):
             for tid in trial_ids:
                 if tid not in done:
                     states.setdefault(tid, jobs.get(str(job_id), ""))
     running = sum(s in _ACTIVE for s in states.values())
     queued = sum(s in _QUEUED for s in states.values())
-    return Progress(status=status, running=running, queued=queued)
+    return Progress(status=status, running=running, queued=queued, live_jobs=live_jobs)

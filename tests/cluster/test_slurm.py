@@ -1,0 +1,143 @@
+"""Sweeps as real SLURM array jobs on the single-node cluster that slurm_local.sh brings up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sweeps import write_tiny_grid
+
+from mnistfc import cli
+from mnistfc.shards import list_shards, read_shard
+
+pytestmark = pytest.mark.cluster
+SCRIPT = Path(__file__).with_name("slurm_local.sh")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Install (first time) and start munge, MariaDB, slurmdbd, slurmctld and slurmd."""
+    if os.geteuid() != 0:
+        pytest.skip("bringing up SLURM needs root (apt-get, daemons)")
+    state = tmp_path_factory.mktemp("slurm")
+    subprocess.run(["bash", str(SCRIPT), "install"], check=True)
+    subprocess.run(["bash", str(SCRIPT), "up", str(state)], check=True)
+    env = _exported(state / "env.sh")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        subprocess.run(["bash", str(SCRIPT), "down", str(state)], check=False)
+
+
+def _exported(path: Path) -> dict[str, str]:
+    out = subprocess.run(
+        ["bash", "-c", f"set -a; source {path}; env -0"], capture_output=True, check=True
+    ).stdout.decode()
+    wanted = ("SLURM_CONF", "PATH")
+    return {
+        k: v for k, _, v in (item.partition("=") for item in out.split("\0") if item) if k in wanted
+    }
+
+
+def _sweep(spec: Path, results: Path, data: Path, *extra: str) -> int:
+    return cli.main(
+        [
+            "sweep", str(spec), "--results", str(results), "--data-dir", str(data),
+            "--executor", "slurm", "--cluster-set", "partition='debug'",
+            "--cluster-set", "cpus_per_task=1", "--cluster-set", "mem_gb=1.5",
+            "--cluster-set", "timeout_min=15", *extra,
+        ]
+    )  # fmt: skip
+
+
+def _sacct(job: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", job],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split("|", 1) for line in out.splitlines() if line)
+
+
+def _array_id(results: Path, submission: int = -1) -> str:
+    import json
+
+    plan = json.loads((results / "sweep.json").read_text())
+    return str(plan["submissions"][submission]["job_ids"][0]).split("_")[0]
+
+
+def _wait(results: Path) -> None:
+    cli.main(["status", str(results), "--wait", "--interval", "1"])
+
+
+def test_an_array_sweep_runs_every_trial_and_resumes(
+    slurm, tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    spec = write_tiny_grid(tmp_path / "jobs")
+    results = tmp_path / "results"
+    assert _sweep(spec, results, npz_dir, "--chunk", "2") == 0
+    out = capsys.readouterr().out
+    assert "2 task(s) of 2-2 trial(s)" in out and "follow with: mnistfc status" in out
+    _wait(results)
+    array = _array_id(results)
+    states = _sacct(array)
+    assert states == {f"{array}_0": "COMPLETED", f"{array}_1": "COMPLETED"}
+    shards = [read_shard(p) for p in list_shards(results)]
+    assert len(shards) == 4 and {s["status"] for s in shards} == {"completed"}
+    assert {s["env"]["slurm"]["slurm_array_job_id"] for s in shards} == {array}
+    assert {s["env"]["slurm"]["slurm_array_task_id"] for s in shards} == {"0", "1"}
+    assert cli.main(["status", str(results)]) == 0
+    assert "4 completed, 0 diverged, 0 failed, 0 missing" in capsys.readouterr().out
+    # the same sweep again submits nothing
+    assert _sweep(spec, results, npz_dir, "--chunk", "2") == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert len(_sacct(array)) == 2
+
+
+def test_a_failing_trial_fails_its_task_and_status_reports_it(
+    slurm, tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0]", valid_sizes="[28, 500]")
+    results = tmp_path / "results"
+    # one trial per task: the two tasks whose trial has valid_size 500 fail
+    assert _sweep(spec, results, npz_dir, "--chunk", "1") == 0
+    _wait(results)
+    states = _sacct(_array_id(results))
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED", "FAILED"]
+    assert cli.main(["status", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "2 completed, 0 diverged, 2 failed, 0 missing" in out
+    assert "valid_size=500 does not fit the 128 test images" in out
+
+
+def test_scancel_of_one_task_keeps_the_others_and_the_next_sweep_reruns_only_it(
+    slurm, tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    spec = write_tiny_grid(tmp_path / "jobs")
+    results = tmp_path / "results"
+    # one task at a time, so task 1 is still pending when it is cancelled
+    assert _sweep(spec, results, npz_dir, "--chunk", "2", "--max-parallel", "1") == 0
+    array = _array_id(results)
+    subprocess.run(["scancel", f"{array}_1"], check=True)
+    _wait(results)
+    assert _sacct(array)[f"{array}_0"] == "COMPLETED"
+    assert _sacct(array).get(f"{array}_1", "CANCELLED").startswith("CANCELLED")
+    kept = {p.name: p.read_bytes() for p in list_shards(results)}
+    assert len(kept) == 2
+    assert cli.main(["status", str(results)]) == 1
+    assert "2 missing (0 running, 0 queued, 2 not running)" in capsys.readouterr().out
+    assert _sweep(spec, results, npz_dir, "--chunk", "2") == 0
+    assert "2 already have a shard, 2 to run" in capsys.readouterr().out
+    _wait(results)
+    assert {p.name: p.read_bytes() for p in list_shards(results) if p.name in kept} == kept
+    assert len(list_shards(results)) == 4
+    assert set(_sacct(_array_id(results)).values()) == {"COMPLETED"}
