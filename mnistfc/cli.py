@@ -285,8 +285,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(_format_dry_run(plan, cluster))
         return 0
     if args.plan_only:
-        n_tasks = cluster.write_plan(plan)
-        size = args.chunk or plan.profile.chunk
+        n_tasks, size = cluster.write_plan(plan)
         print(f"wrote {plan.results_dir / 'sweep.json'}; run it without submitit with:")
         print(f"  sbatch --array=0-{n_tasks - 1} jobs/sweep-array.sbatch {plan.results_dir} {size}")
         return 0

@@ -96,12 +96,22 @@ def plan_submission(
         data_dir=data_folder,
         total=len(trials),
         skipped=len(trials) - len(todo),
-        chunks=chunk(todo, chunk_size or profile.chunk),
+        chunks=chunk(
+            todo, chunk_size or profile.chunk or _auto_chunk(profile, len(todo), parallel)
+        ),
         max_parallel=parallel,
         gpus=gpus,
         sbatch=sbatch,
         python=python,
     )
+
+
+def _auto_chunk(profile: ClusterProfile, n_trials: int, parallel: int) -> int:
+    # SLURM: one trial per array task spreads widest. Locally every task pays for importing
+    # TensorFlow and loading the data, so give each concurrent lane one task.
+    if profile.executor == "slurm":
+        return 1
+    return max(1, math.ceil(n_trials / parallel))
 
 
 def sbatch_parameters(profile: ClusterProfile, name: str, parallel: int) -> dict[str, Any]:
@@ -196,12 +206,12 @@ def submit(
     return record
 
 
-def write_plan(plan: SubmissionPlan) -> int:
-    """Write the sweep plan without submitting; return the number of chunks over all trials."""
+def write_plan(plan: SubmissionPlan) -> tuple[int, int]:
+    """Write the sweep plan without submitting; return (chunks over all trials, chunk size)."""
     trials = expand(plan.spec)
-    size = len(plan.chunks[0]) if plan.chunks else plan.profile.chunk
+    size = len(plan.chunks[0]) if plan.chunks else max(plan.profile.chunk, 1)
     save_plan(plan.results_dir, plan.spec, trials, plan.data_dir)
-    return len(chunk(trials, size))
+    return len(chunk(trials, size)), size
 
 
 def run_planned_chunk(

@@ -94,7 +94,7 @@ class ClusterProfile:
     mem_gb: float = 8.0
     timeout_min: int = 60
     array_parallelism: int = 32
-    chunk: int = 1
+    chunk: int = 0  # trials per task; 0 = auto (slurm: 1, local/debug: one task per lane)
     max_parallel: int = 0
     container: str | None = None
     container_binds: tuple[str, ...] = ()
@@ -204,11 +204,11 @@ def _profile_problems(p: ClusterProfile) -> list[str]:
         problems.append(f"executor: {p.executor!r} is not one of {', '.join(EXECUTORS)}")
     if p.executor == "slurm" and not p.partition:
         problems.append("partition: a slurm profile needs a partition (see `sinfo -s`)")
-    for key in ("cpus_per_task", "timeout_min", "array_parallelism", "chunk"):
+    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
         value = getattr(p, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"{key}: must be a positive integer, got {value!r}")
-    for key in ("gpus_per_task", "max_parallel"):
+    for key in ("gpus_per_task", "max_parallel", "chunk"):
         value = getattr(p, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             problems.append(f"{key}: must be an integer >= 0, got {value!r}")
