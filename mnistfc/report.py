@@ -161,10 +161,10 @@ def _grid_section(
     report.add("h2", f"Grid: {rows} x {cols}")
     cells = usable(frame).sort_values([rows, cols])
     lines = [
-        f"{rows} = {r[rows]:.2f}, {r[cols]} {cols} -> accuracy {r['valid_accuracy']:.3f}, "
+        f"{rows} = {r[rows]:.2f}, {r[cols]} neurons -> accuracy {r['valid_accuracy']:.3f}, "
         f"error rate = {100 - 100 * r['valid_accuracy']:.1f}% (validation); "
         f"test accuracy {r['test_accuracy']:.3f}"
-        if rows == "dropout"
+        if (rows, cols) == ("dropout", "units")
         else f"{rows} = {r[rows]}, {cols} = {r[cols]} -> validation accuracy "
         f"{r['valid_accuracy']:.3f}, test accuracy {r['test_accuracy']:.3f}"
         for _, r in cells.iterrows()

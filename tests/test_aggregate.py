@@ -71,7 +71,7 @@ def test_grid_tables_report_and_csv_trace_back_to_shards(tmp_path: Path, capsys)
     assert f"{best}, test 0.8320" in out
     report = tmp_path / "report"
     md = (report / "report.md").read_text()
-    assert "dropout = 0.50, 16 units -> accuracy 0.866, error rate = 13.4% (validation)" in md
+    assert "dropout = 0.50, 16 neurons -> accuracy 0.866, error rate = 13.4% (validation)" in md
     assert "selected on validation accuracy" in md and "PARTIAL" not in md
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html

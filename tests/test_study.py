@@ -73,7 +73,7 @@ def test_report_numbers_recomputed_from_real_data_shards(
         c, m = shard["config"], shard["metrics"]
         valid, test = m["valid"]["accuracy"], m["test"]["accuracy"]
         line = (
-            f"dropout = {c['dropout']:.2f}, {c['units']} units -> accuracy {valid:.3f}, "
+            f"dropout = {c['dropout']:.2f}, {c['units']} neurons -> accuracy {valid:.3f}, "
             f"error rate = {100 - 100 * valid:.1f}% (validation); test accuracy {test:.3f}"
         )
         assert line in grid_md
