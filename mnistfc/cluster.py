@@ -253,11 +253,8 @@ def _submit_slurm(plan: SubmissionPlan, tasks: list[ChunkTask], folder: Path) ->
     executor.update_parameters(**plan.sbatch)
     try:
         return list(executor.map_array(run_chunk, tasks))
-    except subprocess.CalledProcessError as exc:
-        output = (
-            exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
-        )
-        raise MnistfcError(f"sbatch refused the array job: {(output or str(exc)).strip()}") from exc
+    except submitit.core.utils.FailedJobError as exc:  # carries sbatch's own stderr
+        raise MnistfcError(f"sbatch refused the array job: {str(exc).strip()}") from exc
 
 
 def _run_local(

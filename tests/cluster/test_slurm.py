@@ -141,3 +141,16 @@ def test_scancel_of_one_task_keeps_the_others_and_the_next_sweep_reruns_only_it(
     assert {p.name: p.read_bytes() for p in list_shards(results) if p.name in kept} == kept
     assert len(list_shards(results)) == 4
     assert set(_sacct(_array_id(results)).values()) == {"COMPLETED"}
+
+
+def test_a_refused_submission_shows_sbatchs_own_message(
+    slurm, tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    spec = write_tiny_grid(tmp_path / "jobs")
+    results = tmp_path / "results"
+    code = _sweep(spec, results, npz_dir, "--cluster-set", "partition='nosuchpartition'")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "sbatch refused the array job" in err and "invalid partition" in err.lower()
+    assert "Traceback" not in err
+    assert list_shards(results) == []
