@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mnistfc import __version__
+from mnistfc import __version__, console
 from mnistfc.config import DATASETS, TrialConfig
 from mnistfc.errors import MnistfcError
 from mnistfc.spec import EXECUTORS
@@ -244,24 +244,8 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=1))
         return 0
     for report in reports:
-        print(_format_info(report))
+        print(console.format_info(report))
     return 0
-
-
-def _format_info(report: dict[str, Any]) -> str:
-    if "error" in report:
-        return f"{report['dataset']}: NOT FOUND\n  " + report["error"].replace("\n", "\n  ")
-    lines = [f"{report['dataset']}: found in {report['found']}"]
-    lines += [f"  searched {place}" for place in report["searched"]]
-    lines += [f"  {k} {tuple(v)}" for k, v in report["shapes"].items()]
-    lines.append(f"  train class counts {' '.join(map(str, report['train_class_counts']))}")
-    lines.append(f"  test class counts  {' '.join(map(str, report['test_class_counts']))}")
-    lines += [f"  sha256 {digest}  {path}" for path, digest in report["files"].items()]
-    verdict = (
-        "matches the published dataset" if report["canonical"] else "NOT the published dataset"
-    )
-    lines.append(f"  content sha256 {report['content_sha256']} ({verdict})")
-    return "\n".join(lines)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -280,16 +264,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         rerun_failed=args.rerun_failed,
     )
-    print(_format_plan(plan))
+    print(console.format_plan(plan))
     if args.dry_run:
-        print(_format_dry_run(plan, cluster))
+        print(console.format_dry_run(plan, cluster))
         return 0
     if args.plan_only:
         n_tasks, size = cluster.write_plan(plan)
         print(f"wrote {plan.results_dir / 'sweep.json'}; run it without submitit with:")
         print(f"  sbatch --array=0-{n_tasks - 1} jobs/sweep-array.sbatch {plan.results_dir} {size}")
         return 0
-    record = cluster.submit(plan, wait=args.wait, on_progress=_progress_printer(args.results))
+    record = cluster.submit(
+        plan, wait=args.wait, on_progress=console.progress_printer(args.results)
+    )
     if not plan.chunks:
         print("nothing to submit: every trial has a shard (--rerun-failed retries failed ones)")
         return 0
@@ -298,7 +284,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if plan.profile.executor == "slurm" and not args.wait:
         print(f"follow with: mnistfc status {args.results} --wait")
         return 0
-    return _print_status(args.results)
+    return console.print_status(args.results)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -307,83 +293,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from mnistfc.progress import sweep_progress
 
     if args.wait:
-        show = _progress_printer(args.results)
+        show = console.progress_printer(args.results)
         while True:
             progress = sweep_progress(args.results)
             show(progress.status.finished, progress.status.total)
             if not progress.active:
                 break
             time.sleep(args.interval)
-    return _print_status(args.results)
-
-
-def _print_status(results: str) -> int:
-    from mnistfc.progress import sweep_progress
-
-    progress = sweep_progress(results)
-    status = progress.status
-    counts = status.counts
-    print(
-        f"sweep {status.name}: {status.total} trials: {counts.get('completed', 0)} completed, "
-        f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
-        f"{counts.get('missing', 0)} missing ({progress.running} running, "
-        f"{progress.queued} queued, {progress.lost} not running)"
-    )
-    for trial_id, error in status.failed.items():
-        print(f"  failed {trial_id}: {error}")
-    for name, problem in status.invalid.items():
-        print(f"  invalid shard {name}: {problem}")
-    if progress.lost and not progress.active:
-        print("  run the same `mnistfc sweep` again to run the missing trials")
-    return 1 if counts.get("failed", 0) or (progress.lost and not progress.active) else 0
-
-
-def _progress_printer(results: str) -> Any:
-    from mnistfc.sweep import sweep_status
-
-    last = [""]
-
-    def show(_done_jobs: int = 0, _total_jobs: int = 0) -> None:
-        status = sweep_status(results)
-        width = 30
-        filled = int(width * status.finished / max(status.total, 1))
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {status.finished}/{status.total} trials"
-        if line != last[0]:
-            end = "\r" if sys.stderr.isatty() else "\n"
-            print(line, end=end, file=sys.stderr, flush=True)
-            last[0] = line
-
-    return show
-
-
-def _format_plan(plan: Any) -> str:
-    sizes = sorted({len(c) for c in plan.chunks})
-    lines = [
-        f"sweep {plan.spec.name} ({plan.spec.kind}, spec {plan.spec.spec_hash}): "
-        f"{plan.total} trials, {plan.skipped} already have a shard, {plan.n_trials} to run",
-        f"executor {plan.profile.executor}: {len(plan.chunks)} task(s) of "
-        f"{'-'.join(map(str, sizes[:1] + sizes[-1:])) if sizes else 0} trial(s), "
-        f"at most {plan.max_parallel} at once"
-        + (f" on GPUs {','.join(plan.gpus)}" if plan.gpus else ""),
-        f"results {plan.results_dir}; data {plan.data_dir}",
-    ]
-    return "\n".join(lines)
-
-
-def _format_dry_run(plan: Any, cluster: Any) -> str:
-    lines = ["trials (id: settings):"]
-    axes = [name for name, _ in plan.spec.axes]
-    for task_index, trials in enumerate(plan.chunks):
-        for trial in trials:
-            settings = ", ".join(f"{k}={getattr(trial.config, k)}" for k in [*axes, "seed"])
-            lines.append(f"  task {task_index}: {trial.trial_id}: {settings}")
-    if plan.profile.executor == "slurm":
-        lines.append("sbatch parameters (submitit):")
-        lines += [f"  {k} = {v!r}" for k, v in plan.sbatch.items()]
-        lines.append("sbatch script:")
-        lines.append(cluster.sbatch_script(plan))
-    lines.append("dry run: nothing submitted")
-    return "\n".join(lines)
+    return console.print_status(args.results)
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
@@ -412,7 +329,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         verbose=verbose,
         table_format=args.table_format,
-        on_progress=lambda name: _progress_printer(f"{args.results}/{name}"),
+        on_progress=lambda name: console.progress_printer(f"{args.results}/{name}"),
     )
     print("\n\n".join(report.text))
     print(f"report: {Path(args.results) / 'report.html'}")
