@@ -7,6 +7,7 @@ or on global state, and a batch job never opens a window.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -175,10 +176,11 @@ def plot_budget_curve(
             budgets, y, yerr=[low, high], fmt="o-", capsize=4, color=f"C{index}", label=label
         )
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(list(budgets), [str(b) for b in budgets])
     ax.set_xlabel("budget N (trials)")
     ax.set_ylabel("accuracy of the best of N (selected on validation)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 60), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
