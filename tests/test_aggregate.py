@@ -189,3 +189,12 @@ def test_diverged_trials_are_draws_and_failed_ones_are_not(tmp_path: Path) -> No
 def test_empty_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert cli.main(["aggregate", str(tmp_path)]) == 1
     assert "no readable shards" in capsys.readouterr().err
+
+
+def test_shards_outside_the_plan_are_named_and_left_out(tmp_path: Path) -> None:
+    make_sweep(tmp_path, GRID, lambda t: fake_result(t.config, 0.9, 0.8))
+    stray = TrialConfig(units=999, epochs=2)
+    write_shard(tmp_path, fake_result(stray, 0.99, 0.99))
+    results = load_results(tmp_path)
+    assert len(results.frame) == 4 and stray.trial_id not in set(results.frame["trial_id"])
+    assert results.skipped[f"{stray.trial_id}.json"] == "not a trial of this folder's sweep plan"
