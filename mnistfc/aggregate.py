@@ -66,6 +66,12 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
         frame = pd.DataFrame(columns=["trial_id", "status", *CONFIG_COLUMNS])
     plan_file = Path(results_dir) / PLAN_FILE
     plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.exists() else None
+    if plan is not None:
+        # A table is about one sweep: a shard copied in from elsewhere must not join it.
+        planned = {t["trial_id"] for t in plan["trials"]}
+        for trial_id in sorted(set(frame["trial_id"]) - planned):
+            skipped[f"{trial_id}.json"] = "not a trial of this folder's sweep plan"
+        frame = frame[frame["trial_id"].isin(planned)]
     return Results(
         frame=frame.sort_values("trial_id", ignore_index=True), skipped=skipped, plan=plan
     )
