@@ -1,0 +1,67 @@
+# mnistfc with TensorFlow for `docker run --gpus all`: CUDA and cuDNN come as NVIDIA's pip
+# wheels (tensorflow[and-cuda]), the driver from the host through --gpus.
+#
+#   docker build -t mnistfc:0.1.0 -t mnistfc:latest .                  # CUDA (default)
+#   docker build --build-arg TF_VARIANT=cpu -t mnistfc:0.1.0-cpu .     # CPU only, smaller
+#   docker run --gpus all -v "$PWD/data:/data" -v "$PWD/results:/results" mnistfc train --out /results/train
+#
+# BASE_IMAGE: any Debian-like image whose `python3` is CPython 3.11 with the venv module
+# (CI and containers/build_local.sh use a debootstrapped bookworm, no registry needed).
+# Exact versions: containers/constraints.txt (regenerate with containers/lock.sh).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+ARG BASE_IMAGE
+# cuda: tensorflow[and-cuda]; cpu: tensorflow-cpu. Both at the version in constraints.txt.
+ARG TF_VARIANT=cuda
+# Must equal mnistfc.__version__ (the build checks it).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+
+LABEL org.opencontainers.image.title="mnistfc" \
+      org.opencontainers.image.description="Hyperparameter studies of small fully connected Keras networks on MNIST (TensorFlow ${TF_VARIANT})" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      mnistfc.tf-variant="${TF_VARIANT}"
+
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1
+
+# Dependencies first, in their own layer: a source change does not reinstall TensorFlow.
+# A venv, because Debian's own python3 refuses pip installs outside one (PEP 668).
+COPY containers/requirements.txt containers/constraints.txt /tmp/pins/
+RUN set -eu; \
+    case "$TF_VARIANT" in \
+        cuda) tf="tensorflow[and-cuda]" ;; \
+        cpu) tf="tensorflow-cpu" ;; \
+        *) echo "TF_VARIANT must be cuda or cpu, not '$TF_VARIANT'" >&2; exit 2 ;; \
+    esac; \
+    python3 -m venv "$VIRTUAL_ENV"; \
+    pip install --no-cache-dir --disable-pip-version-check -c /tmp/pins/constraints.txt pip; \
+    pip install --no-cache-dir --disable-pip-version-check -c /tmp/pins/constraints.txt \
+        -r /tmp/pins/requirements.txt "$tf"; \
+    rm -rf /tmp/pins
+
+COPY pyproject.toml README.md /tmp/src/
+COPY mnistfc /tmp/src/mnistfc
+RUN pip install --no-cache-dir --disable-pip-version-check --no-deps /tmp/src \
+    && rm -rf /tmp/src \
+    && python3 -c "import sys, mnistfc; v = mnistfc.__version__; sys.exit(0 if v == '${VERSION}' else f'mnistfc is {v}, the VERSION build arg ${VERSION}')"
+
+# Specs and cluster profiles, so `mnistfc sweep jobs/grid.toml` and `mnistfc study` work here.
+COPY jobs /opt/mnistfc/jobs
+RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash mnistfc \
+    && mkdir -p /data /results \
+    && chown mnistfc:mnistfc /data /results
+
+ENV MNISTFC_DATA_DIR=/data \
+    MNISTFC_IMAGE="mnistfc:${VERSION}-${TF_VARIANT}"
+USER mnistfc
+WORKDIR /opt/mnistfc
+VOLUME ["/data", "/results"]
+ENTRYPOINT ["mnistfc"]
+CMD ["--help"]
