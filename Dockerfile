@@ -11,20 +11,8 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-ARG BASE_IMAGE
 # cuda: tensorflow[and-cuda]; cpu: tensorflow-cpu. Both at the version in constraints.txt.
 ARG TF_VARIANT=cuda
-# Must equal mnistfc.__version__ (the build checks it).
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-
-LABEL org.opencontainers.image.title="mnistfc" \
-      org.opencontainers.image.description="Hyperparameter studies of small fully connected Keras networks on MNIST (TensorFlow ${TF_VARIANT})" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.base.name="${BASE_IMAGE}" \
-      mnistfc.tf-variant="${TF_VARIANT}"
 
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -46,6 +34,13 @@ RUN set -eu; \
         -r /tmp/pins/requirements.txt "$tf"; \
     rm -rf /tmp/pins
 
+RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash mnistfc \
+    && mkdir -p /data /results \
+    && chown mnistfc:mnistfc /data /results
+
+# Must equal mnistfc.__version__ (the build checks it). Declared this late, like the labels'
+# args, so that a new version or commit does not invalidate the dependency layer's cache.
+ARG VERSION=0.1.0
 COPY pyproject.toml README.md /tmp/src/
 COPY mnistfc /tmp/src/mnistfc
 RUN pip install --no-cache-dir --disable-pip-version-check --no-deps /tmp/src \
@@ -54,9 +49,16 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-deps /tmp/src \
 
 # Specs and cluster profiles, so `mnistfc sweep jobs/grid.toml` and `mnistfc study` work here.
 COPY jobs /opt/mnistfc/jobs
-RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash mnistfc \
-    && mkdir -p /data /results \
-    && chown mnistfc:mnistfc /data /results
+
+ARG BASE_IMAGE
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="mnistfc" \
+      org.opencontainers.image.description="Hyperparameter studies of small fully connected Keras networks on MNIST (TensorFlow ${TF_VARIANT})" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      mnistfc.tf-variant="${TF_VARIANT}"
 
 ENV MNISTFC_DATA_DIR=/data \
     MNISTFC_IMAGE="mnistfc:${VERSION}-${TF_VARIANT}"
