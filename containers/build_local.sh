@@ -5,7 +5,8 @@
 #   build_local.sh base [BASE]                 a Debian bookworm base with Python 3.11 + venv,
 #                                              debootstrapped and imported (skipped when present)
 #   build_local.sh build TAG [VARIANT] [ARGS]  buildah bud the Dockerfile on BASE, TF_VARIANT
-#                                              cpu|cuda (default cpu); ARGS go to buildah bud
+#                                              cpu|cuda (default cpu); ARGS go to buildah bud;
+#                                              then drops dangling images (stale layers)
 #   build_local.sh export TAG ARCHIVE          write an OCI archive (apptainer build's input)
 #   build_local.sh remove TAG...               remove images (the base stays)
 #
@@ -16,8 +17,10 @@
 # rebuild after a source change reinstalls only the package, not TensorFlow.
 set -euo pipefail
 
-readonly HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-readonly ROOT=$(dirname "$HERE")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
+ROOT=$(dirname "$HERE")
+readonly ROOT
 readonly DEFAULT_BASE=${MNISTFC_BASE_IMAGE:-localhost/mnistfc-base:bookworm}
 readonly SUITE=bookworm
 readonly MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -96,6 +99,8 @@ cmd_build() {
         --build-arg "BASE_IMAGE=$base" --build-arg "TF_VARIANT=$variant" \
         --build-arg "REVISION=$revision" \
         -f "$ROOT/Dockerfile" -t "$tag" "$@" "$ROOT"
+    # Layers of earlier builds that no image uses any more (this build's cache stays).
+    buildah rmi --prune >/dev/null
 }
 
 cmd_export() {

@@ -8,7 +8,8 @@
 # Needs a python3.11 with pip (PYTHON=...); resolves only (pip --dry-run), installs nothing.
 set -euo pipefail
 
-readonly HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
 readonly PYTHON=${PYTHON:-python3.11}
 readonly OUT=$HERE/constraints.txt
 tf=${1:-$(sed -n 's/^tensorflow==//p' "$OUT" 2>/dev/null)}

@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -423,6 +424,20 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         subprocess.run(["bash", str(SLURM_LOCAL), "down", str(state)], check=False)
 
 
+def _wait_for(job: str, tasks: int, env: dict[str, str], timeout_s: float = 600) -> dict[str, str]:
+    """Poll sacct until every array task has a final state (quicker than `sbatch --wait`)."""
+    deadline = time.monotonic() + timeout_s
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        sacct = ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", job]
+        out = subprocess.run(sacct, env=env, capture_output=True, text=True, check=True).stdout
+        states = dict(line.split("|", 1) for line in out.splitlines() if line)
+        if len(states) == tasks and not {"PENDING", "RUNNING", "REQUEUED"} & set(states.values()):
+            return states
+        time.sleep(1)
+    raise AssertionError(f"array job {job} did not finish in {timeout_s} s: {states}")
+
+
 @pytest.mark.container
 @pytest.mark.cluster
 def test_sbatch_array_runs_every_chunk_in_the_image_on_slurm(
@@ -435,17 +450,14 @@ def test_sbatch_array_runs_every_chunk_in_the_image_on_slurm(
     logs = tmp_path / "logs"
     logs.mkdir()
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--wait", f"--array=0-{len(chunks) - 1}", "--cpus-per-task=1",
+        ["sbatch", "--parsable", f"--array=0-{len(chunks) - 1}", "--cpus-per-task=1",
          "--mem=1500M", f"--output={logs}/%A_%a.out", str(SBATCH), str(results), "2", TAG],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    outputs = "\n".join(p.read_text() for p in sorted(logs.iterdir()))
-    assert submit.returncode == 0, submit.stderr + outputs
     job = submit.stdout.strip().split(";")[0]
-    sacct = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", job],
-                           env=env, capture_output=True, text=True, check=True).stdout  # fmt: skip
-    states = dict(line.split("|", 1) for line in sacct.splitlines() if line)
-    assert states == {f"{job}_0": "COMPLETED", f"{job}_1": "COMPLETED"}
+    states = _wait_for(job, len(chunks), env)
+    outputs = "\n".join(p.read_text() for p in sorted(logs.iterdir()))
+    assert states == {f"{job}_0": "COMPLETED", f"{job}_1": "COMPLETED"}, outputs
     shards = [read_shard(p) for p in list_shards(results)]
     assert sorted(s["trial_id"] for s in shards) == sorted(sum(chunks, []))
     assert {s["status"] for s in shards} == {"completed"}
