@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a profile value, e.g. partition=gpu",
     )
     sweep.add_argument("--rerun-failed", action="store_true", help="run failed trials again")
+    sweep.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train trials that share batch size and epochs in one step (profile: pack, on)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
     sweep.add_argument(
         "--plan-only",
@@ -149,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_chunk.add_argument("--size", type=int, required=True, help="trials per chunk")
     run_chunk.add_argument("--data-dir", default=None, help="default: the folder the plan recorded")
+    run_chunk.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the chunk's trials that share batch size and epochs in one step",
+    )
     run_chunk.set_defaults(handler=_cmd_run_chunk)
 
     study = commands.add_parser(
@@ -263,6 +275,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         chunk_size=args.chunk,
         max_parallel=args.max_parallel,
         rerun_failed=args.rerun_failed,
+        pack=args.pack,
     )
     print(console.format_plan(plan))
     if args.dry_run:
@@ -339,7 +352,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_run_chunk(args: argparse.Namespace) -> int:
     from mnistfc.cluster import run_planned_chunk
 
-    outcome = run_planned_chunk(args.results, args.index, args.size, args.data_dir)
+    outcome = run_planned_chunk(args.results, args.index, args.size, args.data_dir, pack=args.pack)
     for item in outcome:
         print(f"{item['trial_id']}: {item['status']}")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from mnistfc.data import locate
 from mnistfc.errors import ConfigError, MnistfcError
+from mnistfc.pack import balance, pack_key, plan_packs, trial_cost
 from mnistfc.search import PlannedTrial, chunk, expand
 from mnistfc.spec import ClusterProfile, SweepSpec
 from mnistfc.sweep import pending, read_plan, read_states, record_submission, save_plan
@@ -46,6 +47,9 @@ class SubmissionPlan:
     gpus: tuple[str, ...]
     sbatch: dict[str, Any]
     python: str | None
+    pack: bool = False
+    pack_mb: float = 1024.0
+    threads: int = 0
 
     @property
     def n_trials(self) -> int:
@@ -62,6 +66,7 @@ def plan_submission(
     chunk_size: int | None = None,
     max_parallel: int | None = None,
     rerun_failed: bool = False,
+    pack: bool | None = None,
 ) -> SubmissionPlan:
     """Expand the spec, skip finished trials, chunk the rest and check the executor can run.
 
@@ -80,9 +85,10 @@ def plan_submission(
     data_folder = str(locate(spec.base.dataset, data_dir)[0].parent.resolve())
     for name in {t.config.dataset for t in trials} - {spec.base.dataset}:
         locate(name, data_dir)
+    pack = profile.pack if pack is None else pack
     gpus = visible_gpus() if profile.executor == "local" else ()
     parallel = max_parallel or (profile.array_parallelism if profile.executor == "slurm" else 0)
-    parallel = parallel or profile.max_parallel or max(len(gpus), 1)
+    parallel = parallel or profile.max_parallel or _default_lanes(profile, gpus, pack)
     python = None
     sbatch: dict[str, Any] = {}
     if profile.executor == "slurm":
@@ -96,14 +102,46 @@ def plan_submission(
         data_dir=data_folder,
         total=len(trials),
         skipped=len(trials) - len(todo),
-        chunks=chunk(
-            todo, chunk_size or profile.chunk or _auto_chunk(profile, len(todo), parallel)
-        ),
+        chunks=_chunks(profile, todo, chunk_size or profile.chunk, parallel, pack),
         max_parallel=parallel,
         gpus=gpus,
         sbatch=sbatch,
         python=python,
+        pack=pack,
+        pack_mb=float(profile.pack_mb),
+        threads=_lane_threads(profile, gpus, pack, parallel),
     )
+
+
+def _chunks(
+    profile: ClusterProfile, todo: list[PlannedTrial], size: int, parallel: int, pack: bool
+) -> list[list[PlannedTrial]]:
+    if not pack:
+        return chunk(todo, size or _auto_chunk(profile, len(todo), parallel))
+    # Trials that can share a step sit in the same task: by pack key, then plan order.
+    ordered = sorted(todo, key=lambda t: pack_key(t.config))
+    if size:
+        return chunk(ordered, size)
+    if profile.executor == "slurm":  # one array task per pack
+        return plan_packs(ordered, profile.pack_mb, lambda t: t.config)
+    # Local lanes: about equal compute each; every lane packs its own share.
+    return balance(ordered, parallel, lambda t: trial_cost(t.config))
+
+
+def _default_lanes(profile: ClusterProfile, gpus: tuple[str, ...], pack: bool) -> int:
+    # One lane per GPU; on CPUs, packed lanes of single-threaded steps use the cores best
+    # (measured: benchmarks/bench_grid.py), unpacked Keras runs one lane with all cores.
+    if gpus:
+        return len(gpus)
+    if pack and profile.executor == "local":
+        return max(1, min(os.cpu_count() or 1, 4))
+    return 1
+
+
+def _lane_threads(profile: ClusterProfile, gpus: tuple[str, ...], pack: bool, parallel: int) -> int:
+    if not pack or gpus or profile.executor != "local":
+        return 0
+    return max(1, (os.cpu_count() or 1) // parallel)
 
 
 def _auto_chunk(profile: ClusterProfile, n_trials: int, parallel: int) -> int:
@@ -215,7 +253,12 @@ def write_plan(plan: SubmissionPlan) -> tuple[int, int]:
 
 
 def run_planned_chunk(
-    results_dir: str | os.PathLike[str], index: int, size: int, data_dir: str | None = None
+    results_dir: str | os.PathLike[str],
+    index: int,
+    size: int,
+    data_dir: str | None = None,
+    *,
+    pack: bool = True,
 ) -> list[dict[str, str]]:
     """Run the ``index``-th chunk of ``size`` trials of a saved plan, in plan order, here.
 
@@ -234,6 +277,7 @@ def run_planned_chunk(
         data_dir=data_dir or plan["data_dir"],
         sweep={"name": plan["spec"]["name"], "spec_hash": plan["spec_hash"]},
         configs=tuple(t["config"] for t in chunks[index]),
+        pack=pack,
     )
     return run_chunk(task)
 
@@ -244,6 +288,9 @@ def _task(plan: SubmissionPlan, trials: list[PlannedTrial]) -> ChunkTask:
         data_dir=plan.data_dir,
         sweep={"name": plan.spec.name, "spec_hash": plan.spec.spec_hash},
         configs=tuple(t.config.to_dict() for t in trials),
+        pack=plan.pack,
+        pack_mb=plan.pack_mb,
+        threads=plan.threads,
     )
 
 

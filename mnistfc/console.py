@@ -76,7 +76,9 @@ def format_plan(plan: Any) -> str:
         f"executor {plan.profile.executor}: {len(plan.chunks)} task(s) of "
         f"{'-'.join(map(str, sizes[:1] + sizes[-1:])) if sizes else 0} trial(s), "
         f"at most {plan.max_parallel} at once"
-        + (f" on GPUs {','.join(plan.gpus)}" if plan.gpus else ""),
+        + (f" on GPUs {','.join(plan.gpus)}" if plan.gpus else "")
+        + (", packed" if plan.pack else ", one trial at a time (--no-pack)")
+        + (f", {plan.threads} thread(s) each" if plan.threads else ""),
         f"results {plan.results_dir}; data {plan.data_dir}",
     ]
     return "\n".join(lines)

@@ -96,6 +96,8 @@ class ClusterProfile:
     array_parallelism: int = 32
     chunk: int = 0  # trials per task; 0 = auto (slurm: 1, local/debug: one task per lane)
     max_parallel: int = 0
+    pack: bool = True  # trials sharing batch size and epochs train in one step (pack.py)
+    pack_mb: float = 1024.0  # memory budget of one pack
     container: str | None = None
     container_binds: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
@@ -214,6 +216,10 @@ def _profile_problems(p: ClusterProfile) -> list[str]:
             problems.append(f"{key}: must be an integer >= 0, got {value!r}")
     if isinstance(p.mem_gb, bool) or not isinstance(p.mem_gb, int | float) or p.mem_gb <= 0:
         problems.append(f"mem_gb: must be a number > 0, got {p.mem_gb!r}")
+    if not isinstance(p.pack, bool):
+        problems.append(f"pack: must be true or false, got {p.pack!r}")
+    if isinstance(p.pack_mb, bool) or not isinstance(p.pack_mb, int | float) or p.pack_mb <= 0:
+        problems.append(f"pack_mb: must be a number > 0, got {p.pack_mb!r}")
     for key in ("partition", "account", "qos", "container"):
         value = getattr(p, key)
         if value is not None and not isinstance(value, str):

@@ -78,7 +78,7 @@ def _train_and_evaluate(
     load_s: float,
     verbose: int,
 ) -> TrialResult:
-    _configure_gpus()
+    configure_gpus()
     # One call seeds Python, NumPy and TensorFlow: weight init, shuffling and dropout masks.
     keras.utils.set_random_seed(config.seed)
     model = build_model(config)
@@ -179,7 +179,8 @@ def _gpu_name(device: Any) -> str:
     return str(details.get("device_name", device.name))
 
 
-def _configure_gpus() -> None:
+def configure_gpus() -> None:
+    """Let several trials or processes share a GPU (memory grows on demand)."""
     # Grow GPU memory on demand so several trials (processes) can share one GPU; this must run
     # before TensorFlow first touches the device, and raises RuntimeError after that.
     import tensorflow as tf

@@ -1,7 +1,9 @@
 """What one array task runs: a chunk of trials in one process, data loaded once.
 
 This function is pickled by reference by submitit and called on the compute node (or in a
-container there), so it takes only plain data and imports TensorFlow only when it runs.
+container there), so it takes only plain data and imports TensorFlow only when it runs. With
+``pack``, trials that can share a step train together (``packtrain``); otherwise one by one
+through Keras (``train``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from mnistfc.config import TrialConfig
 from mnistfc.errors import MnistfcError
+from mnistfc.pack import DEFAULT_PACK_MB, plan_packs
 from mnistfc.shards import Status, TrialResult, read_shard, shard_path, write_shard
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,9 @@ class ChunkTask:
     data_dir: str | None
     sweep: dict[str, Any]
     configs: tuple[dict[str, Any], ...]
+    pack: bool = False
+    pack_mb: float = DEFAULT_PACK_MB
+    threads: int = 0  # TensorFlow threads for this process; 0 = TensorFlow's default
 
 
 class ChunkFailed(MnistfcError):
@@ -37,48 +43,83 @@ class ChunkFailed(MnistfcError):
 def run_chunk(task: ChunkTask) -> list[dict[str, str]]:
     """Run each trial of the chunk that has no completed shard yet; return id and status.
 
-    A failing trial does not stop the others. If any failed, ChunkFailed is raised at the
-    end, so the array task is reported as failed by submitit and SLURM.
+    A failing trial (or pack) does not stop the others. If any failed, ChunkFailed is raised
+    at the end, so the array task is reported as failed by submitit and SLURM.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _limit_threads(task.threads)
     from mnistfc.data import load_dataset
-    from mnistfc.train import environment, run_trial
+    from mnistfc.train import environment
 
     datasets: dict[tuple[str, int], Any] = {}
     outcome: list[dict[str, str]] = []
     failures: list[str] = []
+    todo = []
     for raw in task.configs:
         config = TrialConfig.from_dict(raw)
         if _already_done(task.results_dir, config.trial_id):
             outcome.append({"trial_id": config.trial_id, "status": "skipped"})
-            continue
-        key = (config.dataset, config.valid_size)
+        else:
+            todo.append(config)
+    groups = plan_packs(todo, task.pack_mb) if task.pack else [[c] for c in todo]
+    for group in groups:
+        key = (group[0].dataset, group[0].valid_size)
         try:
             started = time.perf_counter()
             if key not in datasets:
-                datasets[key] = load_dataset(config.dataset, task.data_dir, config.valid_size)
+                datasets[key] = load_dataset(group[0].dataset, task.data_dir, group[0].valid_size)
             load_s = time.perf_counter() - started
         except Exception as exc:  # record it per trial: status must show why each one failed
-            _write_failed(task, config, traceback.format_exc(), environment())
-            failures.append(f"{config.trial_id}: {exc}")
-            outcome.append({"trial_id": config.trial_id, "status": Status.FAILED.value})
+            for config in group:
+                _write_failed(task, config, traceback.format_exc(), environment())
+                failures.append(f"{config.trial_id}: {exc}")
+                outcome.append({"trial_id": config.trial_id, "status": Status.FAILED.value})
             continue
-        log.info("trial %s: %s", config.trial_id, config)
         try:
-            result = run_trial(
-                config, datasets[key], task.results_dir, sweep=task.sweep, load_s=load_s, verbose=2
-            )
-        except Exception as exc:  # run_trial wrote the failed shard; go on with the chunk
-            failures.append(f"{config.trial_id}: {type(exc).__name__}: {exc}")
-            outcome.append({"trial_id": config.trial_id, "status": Status.FAILED.value})
+            results = _run_group(task, group, datasets[key], load_s)
+        except Exception as exc:  # the trainer wrote failed shards; go on with the chunk
+            for config in group:
+                failures.append(f"{config.trial_id}: {type(exc).__name__}: {exc}")
+                outcome.append({"trial_id": config.trial_id, "status": Status.FAILED.value})
             continue
-        outcome.append({"trial_id": config.trial_id, "status": result.status.value})
+        outcome += [{"trial_id": r.trial_id, "status": r.status.value} for r in results]
     if failures:
         raise ChunkFailed(
             f"{len(failures)} of {len(task.configs)} trials failed (tracebacks in their shards): "
             + "; ".join(failures)
         )
     return outcome
+
+
+def _run_group(
+    task: ChunkTask, group: list[TrialConfig], dataset: Any, load_s: float
+) -> list[TrialResult]:
+    if task.pack:
+        from mnistfc.packtrain import run_pack
+
+        log.info("pack of %d trial(s): %s", len(group), ", ".join(c.trial_id for c in group))
+        return run_pack(group, dataset, task.results_dir, sweep=task.sweep, load_s=load_s)
+    from mnistfc.train import run_trial
+
+    log.info("trial %s: %s", group[0].trial_id, group[0])
+    result = run_trial(
+        group[0], dataset, task.results_dir, sweep=task.sweep, load_s=load_s, verbose=2
+    )
+    return [result]
+
+
+def _limit_threads(threads: int) -> None:
+    # Lanes that share a machine each get their cores: one op at a time, ``threads`` inside it.
+    # Must run before TensorFlow starts its thread pools (the first op).
+    if threads < 1:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        log.debug("TensorFlow already initialised; thread settings unchanged")
 
 
 def _already_done(results_dir: str, trial_id: str) -> bool:

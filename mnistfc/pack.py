@@ -1,0 +1,91 @@
+"""Decide which trials train together in one packed step (no TensorFlow here).
+
+Trials pack when they read the same batch stream shape: same dataset, validation split, batch
+size and epochs. Everything else (units, dropout, activation, learning rate, seed) may differ
+per trial. A pack is capped by a memory budget so a big random-search chunk cannot exhaust a
+node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from mnistfc.config import TrialConfig
+
+T = TypeVar("T")
+
+N_INPUTS, N_CLASSES = 784, 10
+DEFAULT_PACK_MB = 1024
+# Per parameter: weights, two Adam moments, the best epoch's copy and the gradient (float32).
+_BYTES_PER_PARAM = 5 * 4
+# Per hidden unit: activations kept for the backward pass and one evaluation batch.
+_EVAL_ROWS = 2048
+
+
+def pack_key(config: TrialConfig) -> tuple[str, int, int, int]:
+    """Return what trials must share to train in one step."""
+    return (config.dataset, config.valid_size, config.batch_size, config.epochs)
+
+
+def n_params(config: TrialConfig) -> int:
+    """Return the trial's trainable parameter count (784 -> units -> 10)."""
+    return (N_INPUTS + 1) * config.units + (config.units + 1) * N_CLASSES
+
+
+def pack_bytes(config: TrialConfig) -> int:
+    """Return an upper estimate of the memory one trial adds to a pack."""
+    activations = 4 * config.units * (4 * config.batch_size + 2 * _EVAL_ROWS)
+    return _BYTES_PER_PARAM * n_params(config) + activations
+
+
+def trial_cost(config: TrialConfig, n_train: int = 60_000) -> float:
+    """Return a relative compute cost (parameter updates), for balancing lanes."""
+    return float(n_params(config) * config.epochs * math.ceil(n_train / config.batch_size))
+
+
+def plan_packs(
+    items: Sequence[T],
+    max_mb: float = DEFAULT_PACK_MB,
+    config: Callable[[T], TrialConfig] = lambda item: item,  # type: ignore[assignment,return-value]
+) -> list[list[T]]:
+    """Group items by pack key (first-seen order), splitting groups over the memory budget.
+
+    A single trial over the budget still gets a pack of its own: the budget bounds packing,
+    it never refuses a trial.
+    """
+    budget = max_mb * 2**20
+    groups: dict[tuple[str, int, int, int], list[T]] = {}
+    for item in items:
+        groups.setdefault(pack_key(config(item)), []).append(item)
+    packs: list[list[T]] = []
+    for members in groups.values():
+        current: list[T] = []
+        used = 0
+        for item in members:
+            size = pack_bytes(config(item))
+            if current and used + size > budget:
+                packs.append(current)
+                current, used = [], 0
+            current.append(item)
+            used += size
+        packs.append(current)
+    return packs
+
+
+def balance(items: Sequence[T], lanes: int, cost: Callable[[T], float]) -> list[list[T]]:
+    """Split items over ``lanes`` with about equal total cost (longest first, least loaded).
+
+    Each lane keeps the items' original order, so chunks stay stable for the same input.
+    """
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    order = sorted(range(len(items)), key=lambda i: (-cost(items[i]), i))
+    loads = [0.0] * lanes
+    assigned: list[list[int]] = [[] for _ in range(lanes)]
+    for i in order:
+        lane = min(range(lanes), key=lambda k: (loads[k], k))
+        loads[lane] += cost(items[i])
+        assigned[lane].append(i)
+    return [[items[i] for i in sorted(lane)] for lane in assigned if lane]

@@ -1,0 +1,171 @@
+"""Packed training: each trial's math is Keras's, whatever else shares its pack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnistfc.config import TrialConfig
+from mnistfc.data import RawDataset, load_dataset, preprocess
+from mnistfc.model import build_model
+from mnistfc.packtrain import _Pack, run_pack
+from mnistfc.shards import Status, list_shards, read_shard
+from mnistfc.train import run_trial
+
+
+@pytest.fixture
+def dataset(arrays: dict):
+    return preprocess(RawDataset("mnist", **arrays, files=(Path("synthetic.npz"),)), valid_size=28)
+
+
+def small(**overrides: object) -> TrialConfig:
+    base = {"units": 16, "batch_size": 32, "epochs": 3, "valid_size": 28}
+    return TrialConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+MIXED = [
+    small(units=16, activation="relu", learning_rate=1e-3, seed=3),
+    small(units=16, activation="tanh", learning_rate=1e-3, seed=4),
+    small(units=24, activation="elu", learning_rate=1e-2, seed=3),
+    small(units=8, activation="sigmoid", learning_rate=1e-3, seed=5),
+]
+
+
+def _trial_weights(pack: _Pack, index: int, best: bool = False) -> list[np.ndarray]:
+    for group in pack.groups:
+        if index in group.members:
+            pos = group.members.index(index)
+            source = group.best if best else group.weights
+            w1, b1, w2, b2 = (v.numpy()[pos] for v in source)
+            return [w1, b1[0], w2, b2[0]]
+    raise AssertionError(f"trial {index} not in pack")
+
+
+def test_initial_weights_are_the_keras_models_of_each_seed(dataset) -> None:
+    pack = _Pack(MIXED, dataset)
+    for i, config in enumerate(MIXED):
+        tf.keras.utils.set_random_seed(config.seed)
+        expected = build_model(config).get_weights()
+        for got, want in zip(_trial_weights(pack, i), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_packed_adam_steps_equal_keras_steps_for_every_trial(dataset) -> None:
+    """Same start, same batches, no dropout: each trial follows its own Keras model exactly."""
+    pack = _Pack(MIXED, dataset)
+    models = []
+    for config in MIXED:
+        tf.keras.utils.set_random_seed(config.seed)
+        models.append(build_model(config))
+    rng = np.random.default_rng(0)
+    for step in range(4):
+        idx = rng.choice(len(dataset.x_train), size=32, replace=False)
+        x, y = dataset.x_train[idx], dataset.y_train[idx]
+        # Every seed's data order gets the same batch here, so the models see the same data.
+        xs = np.repeat(x[None], len(pack.seeds), axis=0)
+        ys = np.repeat(np.argmax(y, 1)[None].astype(np.int32), len(pack.seeds), axis=0)
+        loss, hits = pack._step(tf.constant(xs), tf.constant(ys), tf.constant(step, tf.int64))
+        for i, model in enumerate(models):
+            keras_loss = model.train_on_batch(x, y, return_dict=True)["loss"]
+            assert loss.numpy()[i] == pytest.approx(keras_loss, rel=1e-5, abs=1e-6)
+    for i, model in enumerate(models):
+        for got, want in zip(_trial_weights(pack, i), model.get_weights(), strict=True):
+            # Float summation order differs; an Adam step moves a weight by ~lr, so 2e-5 is
+            # 0.2% of one step at lr 1e-2.
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_a_trials_results_do_not_depend_on_its_pack_mates(dataset) -> None:
+    alone = run_pack([MIXED[0]], dataset)[0]
+    together = run_pack(MIXED, dataset)[0]
+    assert alone.config == together.config
+    for a, b in zip(alone.history, together.history, strict=True):
+        for key in ("loss", "val_accuracy", "train_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
+    assert alone.metrics["best_epoch"] == together.metrics["best_epoch"]
+
+
+def test_dropout_and_shuffling_follow_the_trials_own_seed(dataset) -> None:
+    configs = [small(dropout=0.5, seed=1), small(dropout=0.5, seed=2)]
+    first, second = run_pack(configs, dataset)
+    assert first.history[0]["loss"] != pytest.approx(second.history[0]["loss"], rel=1e-6)
+    again = run_pack([configs[1]], dataset)[0]
+    assert again.history[0]["loss"] == pytest.approx(second.history[0]["loss"], rel=1e-5)
+
+
+def test_a_pack_of_one_learns_like_the_keras_trial(dataset) -> None:
+    config = small(units=32, dropout=0.3, epochs=4)
+    packed = run_pack([config], dataset)[0]
+    keras_run = run_trial(config, dataset)
+    assert packed.status is Status.COMPLETED
+    for split in ("valid", "test"):
+        assert packed.metrics[split]["accuracy"] >= 0.95
+        assert packed.metrics[split]["accuracy"] == pytest.approx(
+            keras_run.metrics[split]["accuracy"], abs=0.05
+        )
+
+
+def test_shards_record_history_best_epoch_and_the_engine(dataset, tmp_path: Path) -> None:
+    results = run_pack(MIXED, dataset, tmp_path, sweep={"name": "t", "spec_hash": "x"})
+    shards = {read_shard(p)["trial_id"]: read_shard(p) for p in list_shards(tmp_path)}
+    assert set(shards) == {c.trial_id for c in MIXED}
+    for result in results:
+        record = shards[result.trial_id]
+        assert record["status"] == "completed"
+        assert len(record["history"]) == 3
+        best = record["metrics"]["best_epoch"]
+        val = [h["val_accuracy"] for h in record["history"]]
+        assert val[best - 1] == max(val) and val.index(max(val)) == best - 1
+        # The restored weights are the best epoch's: their validation accuracy is that epoch's.
+        assert record["metrics"]["valid"]["accuracy"] == pytest.approx(val[best - 1], abs=1e-6)
+        assert record["env"]["engine"] == "packed-v1" and record["env"]["pack"]["size"] == 4
+    total = sum(shards[r.trial_id]["timing"]["fit_s"] for r in results)
+    assert total == pytest.approx(results[0].env["pack"]["fit_s"], rel=1e-6)
+
+
+def test_a_diverging_trial_is_diverged_and_its_pack_mates_are_not(dataset) -> None:
+    configs = [small(learning_rate=1e30), small(units=8)]
+    bad, good = run_pack(configs, dataset)
+    assert bad.status is Status.DIVERGED and len(bad.history) == 1
+    assert bad.history[0]["loss"] is None or not np.isfinite(bad.history[0]["loss"])
+    alone = run_pack(configs[1:], dataset)[0]
+    assert good.status is Status.COMPLETED and len(good.history) == 3
+    assert [h["loss"] for h in good.history] == pytest.approx([h["loss"] for h in alone.history])
+
+
+def test_an_exception_writes_failed_shards_for_the_whole_pack(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def out_of_memory(self: _Pack, **kwargs: object) -> None:
+        raise MemoryError("simulated out-of-memory in the packed step")
+
+    monkeypatch.setattr(_Pack, "train", out_of_memory)
+    with pytest.raises(MemoryError):
+        run_pack(MIXED[:2], dataset, tmp_path)
+    records = [read_shard(p) for p in list_shards(tmp_path)]
+    assert len(records) == 2
+    assert all(r["status"] == "failed" and "MemoryError" in r["error"] for r in records)
+
+
+def test_trials_that_cannot_share_a_step_are_refused(dataset) -> None:
+    with pytest.raises(ValueError, match="one batch size"):
+        run_pack([small(batch_size=32), small(batch_size=64)], dataset)
+
+
+@pytest.mark.slow
+def test_packed_and_keras_grids_agree_on_real_mnist(real_mnist_dir: Path) -> None:
+    data = load_dataset("mnist", real_mnist_dir)
+    grid = [
+        TrialConfig(units=u, dropout=d, batch_size=256, epochs=2)
+        for u in (32, 128)
+        for d in (0.0, 0.5)
+    ]
+    packed = run_pack(grid, data)
+    for config, result in zip(grid, packed, strict=True):
+        keras_result = run_trial(config, data)
+        assert result.metrics["valid"]["accuracy"] == pytest.approx(
+            keras_result.metrics["valid"]["accuracy"], abs=0.015
+        ), config
