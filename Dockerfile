@@ -34,7 +34,10 @@ RUN set -eu; \
         -r /tmp/pins/requirements.txt "$tf"; \
     rm -rf /tmp/pins
 
+# Any uid may run it (docker run --user "$(id -u):$(id -g)" to own what lands in a bind
+# mount): HOME is fixed and open to all, for Keras's and Matplotlib's caches.
 RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash mnistfc \
+    && chmod 1777 /home/mnistfc \
     && mkdir -p /data /results \
     && chown mnistfc:mnistfc /data /results
 
@@ -60,7 +63,8 @@ LABEL org.opencontainers.image.title="mnistfc" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       mnistfc.tf-variant="${TF_VARIANT}"
 
-ENV MNISTFC_DATA_DIR=/data \
+ENV HOME=/home/mnistfc \
+    MNISTFC_DATA_DIR=/data \
     MNISTFC_IMAGE="mnistfc:${VERSION}-${TF_VARIANT}"
 USER mnistfc
 WORKDIR /opt/mnistfc

@@ -250,6 +250,7 @@ def test_image_config_is_the_dockerfiles(image: dict) -> None:
     assert env["MNISTFC_DATA_DIR"] == "/data"
     assert env["MNISTFC_IMAGE"] == IMAGE_NAME
     assert env["PATH"].startswith("/opt/venv/bin:")
+    assert env["HOME"] == "/home/mnistfc"
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "mnistfc"
     assert labels["org.opencontainers.image.version"] == mnistfc.__version__
@@ -272,6 +273,11 @@ def test_entrypoint_runs_as_a_user_and_python3_serves_submitit(image: dict) -> N
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() != "0"
+    # any uid (docker run --user) gets a writable HOME for Keras's and Matplotlib's caches
+    show = "import keras, matplotlib; print(matplotlib.get_configdir())"
+    run = run_in(TAG, "python3", "-c", show, user="4242:4242")
+    assert run.returncode == 0 and "Permission denied" not in run.stderr, run.stderr
+    assert run.stdout.strip() == "/home/mnistfc/.config/matplotlib"
 
 
 @pytest.mark.container
@@ -309,6 +315,32 @@ def test_train_in_the_image_writes_a_shard_naming_the_image(image: dict, tmp_pat
     assert shard["env"]["container"] == IMAGE_NAME
     assert shard["env"]["tensorflow"] == _pins("constraints.txt")["tensorflow-cpu"]
     assert shard["env"]["device"] == "cpu"
+
+
+@pytest.mark.container
+def test_sweep_and_aggregate_in_the_image_as_the_callers_uid(image: dict, tmp_path: Path) -> None:
+    data, results = tmp_path / "data", tmp_path / "results"
+    write_npz(data, make_arrays())
+    results.mkdir()
+    os.chown(results, 4242, 4242)  # docker run --user 4242:4242: a uid the image does not know
+    mounts = ((data, "/data:ro"), (results, "/results"))
+    # the image's own jobs/grid.toml (WORKDIR /opt/mnistfc), shrunk to two 1-epoch trials
+    run = _entrypoint_run(
+        image, "sweep", "jobs/grid.toml", "--results", "/results/grid", "--executor", "local",
+        "--set", "base.epochs=1", "--set", "base.batch_size=64", "--set", "base.valid_size=28",
+        "--set", "grid.units=[8]", "--set", "grid.dropout=[0.0,0.5]",
+        mounts=mounts, user="4242:4242",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 completed, 0 diverged, 0 failed, 0 missing" in run.stdout
+    run = _entrypoint_run(image, "aggregate", "/results/grid", mounts=mounts, user="4242:4242")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Permission denied" not in run.stderr
+    report = results / "grid" / "report"
+    assert (report / "results.csv").read_text().count("\n") == 3  # header + 2 trials
+    assert (report / "report.html").stat().st_uid == 4242
+    shards = [read_shard(p) for p in list_shards(results / "grid")]
+    assert {s["env"]["container"] for s in shards} == {IMAGE_NAME}
 
 
 @pytest.mark.container
