@@ -367,7 +367,12 @@ class _Pack:
         env = {
             **environment(),
             "engine": ENGINE,
-            "pack": {"size": len(self.configs), "fit_s": fit_s, "eval_s": eval_s},
+            "pack": {
+                "id": _pack_id(self.configs),
+                "size": len(self.configs),
+                "fit_s": fit_s,
+                "eval_s": eval_s,
+            },
         }
         # Compute is shared: each trial is charged its share of parameter updates.
         weights = np.array([n_params(c) for c in self.configs], dtype=float)
@@ -414,6 +419,14 @@ class _Pack:
                 )
             )
         return results
+
+
+def _pack_id(configs: list[TrialConfig]) -> str:
+    """Return a stable name for a pack: the hash of its sorted trial ids."""
+    import hashlib
+
+    joined = ",".join(sorted(c.trial_id for c in configs))
+    return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
 def _initial_weights(configs: list[TrialConfig]) -> list[list[np.ndarray]]:
