@@ -21,6 +21,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import make_arrays, write_npz
@@ -121,7 +122,7 @@ def _definition() -> tuple[dict[str, str], dict[str, str]]:
     return header, {name: "\n".join(body).strip() + "\n" for name, body in sections.items()}
 
 
-def _spython_recipe():  # type: ignore[no-untyped-def]
+def _spython_recipe() -> Any:
     from spython.main.parse.parsers import SingularityParser
 
     recipes = SingularityParser(str(DEFINITION)).recipe
@@ -234,7 +235,7 @@ def run_in(
         subprocess.run(["buildah", "rm", ctr], capture_output=True, check=True)
 
 
-def _entrypoint_run(image: dict, *args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def _entrypoint_run(image: dict, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return run_in(TAG, *image["OCIv1"]["config"]["Entrypoint"], *args, **kw)
 
 
@@ -348,12 +349,17 @@ def test_oci_archive_holds_the_image(image: dict, tmp_path: Path) -> None:
     archive = tmp_path / "mnistfc.oci.tar"
     subprocess.run(["bash", str(BUILD), "export", TAG, str(archive)], check=True, timeout=900)
     with tarfile.open(archive) as tar:
-        assert json.load(tar.extractfile("oci-layout"))["imageLayoutVersion"] == "1.0.0"
-        (entry,) = json.load(tar.extractfile("index.json"))["manifests"]
 
-        def blob(digest: str) -> dict:
-            return json.load(tar.extractfile("blobs/" + digest.replace(":", "/")))
+        def member(name: str) -> Any:
+            file = tar.extractfile(name)
+            assert file is not None, f"{name} missing from {archive}"
+            return json.load(file)
 
+        def blob(digest: str) -> Any:
+            return member("blobs/" + digest.replace(":", "/"))
+
+        assert member("oci-layout")["imageLayoutVersion"] == "1.0.0"
+        (entry,) = member("index.json")["manifests"]
         manifest = blob(entry["digest"])
         names = set(tar.getnames())
         assert all("blobs/" + layer["digest"].replace(":", "/") in names
@@ -421,7 +427,10 @@ def _plan(tmp_path: Path, size: int) -> tuple[Path, Path, list[list[str]]]:
 
 @pytest.mark.container
 def test_sbatch_script_runs_its_chunk_in_the_image(
-    image: dict, tmp_path: Path, apptainer_shim: tuple[Path, Path], capsys
+    image: dict,
+    tmp_path: Path,
+    apptainer_shim: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data, results, chunks = _plan(tmp_path, size=3)
     assert f"sbatch --array=0-1 jobs/sweep-array.sbatch {results} 3" in capsys.readouterr().out
