@@ -48,8 +48,10 @@ def main() -> None:
     params = sum(n_params(c) for c in trials)
     steps = {c.trial_id: math.ceil(n_train / c.batch_size) for c in trials}
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or '?'}")
-    gflops, gbps = _matmul_gflops(), _stream_gbps()
-    print(f"measured: numpy float32 matmul {gflops:.0f} GFLOP/s, streaming {gbps:.1f} GB/s")
+    numpy_gflops, tf_gflops, gbps = _matmul_gflops(), _tf_matmul_gflops(), _stream_gbps()
+    gflops = max(numpy_gflops, tf_gflops)
+    print(f"measured: float32 matmul {numpy_gflops:.0f} GFLOP/s (numpy), {tf_gflops:.0f} GFLOP/s "
+          f"(TensorFlow); streaming {gbps:.1f} GB/s")  # fmt: skip
     print(f"sweep {spec.name}: {len(trials)} trials, {params / 1e6:.2f} M parameters, "
           f"{args.epochs} epoch(s)")  # fmt: skip
 
@@ -143,6 +145,27 @@ def _matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
         a @ a
         best = min(best, time.perf_counter() - started)
     return 2 * n**3 / best / 1e9
+
+
+def _tf_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    import tensorflow as tf
+
+    a = tf.random.uniform([n, n])
+
+    @tf.function
+    def run() -> tf.Tensor:
+        total = tf.zeros([])
+        for _ in tf.range(repeats):
+            total += tf.reduce_sum(tf.matmul(a, a)[0, 0])
+        return total
+
+    run()
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        run().numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 * repeats / best / 1e9
 
 
 def _stream_gbps(mb: int = 512, repeats: int = 5) -> float:
