@@ -436,13 +436,16 @@ def test_sbatch_script_runs_its_chunk_in_the_image(
     assert f"sbatch --array=0-1 jobs/sweep-array.sbatch {results} 3" in capsys.readouterr().out
     shim, log = apptainer_shim
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MNISTFC_"))}
-    env.update(SLURM_ARRAY_TASK_ID="1", APPTAINER=str(shim), SHIM_LOG=str(log))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    env.update(SLURM_ARRAY_TASK_ID="1", APPTAINER=str(shim), SHIM_LOG=str(log),
+               MNISTFC_BINDS=f"{results},{extra}")  # fmt: skip
     run = subprocess.run(["bash", str(SBATCH), str(results), "3", TAG], env=env,
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     calls = [shlex.split(line) for line in log.read_text().splitlines()]
     assert calls[-1] == [
-        "exec", "--nv", "--bind", f"{results},{data}", TAG, "mnistfc", "run-chunk",
+        "exec", "--nv", "--bind", f"{results},{data},{extra}", TAG, "mnistfc", "run-chunk",
         str(results), "--index", "1", "--size", "3", "--data-dir", str(data),
     ]  # fmt: skip
     shards = {s["trial_id"]: s for s in map(read_shard, list_shards(results))}
