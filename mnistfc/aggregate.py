@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistfc.errors import MnistfcError, ShardError
-from mnistfc.shards import SPLIT_METRICS, SPLITS, list_shards, validate_record
+from mnistfc.errors import ConfigError, MnistfcError, ShardError
+from mnistfc.shards import SPLIT_METRICS, SPLITS, list_shards, read_shard
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,8 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     rows, skipped = [], {}
     for path in list_shards(results_dir):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            validate_record(record, str(path))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ShardError) as exc:
+            record = read_shard(path)
+        except ShardError as exc:
             skipped[path.name] = str(exc).splitlines()[0]
             log.warning("skipping %s: %s", path, skipped[path.name])
             continue
@@ -65,7 +64,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     if frame.empty:
         frame = pd.DataFrame(columns=["trial_id", "status", *CONFIG_COLUMNS])
     plan_file = Path(results_dir) / PLAN_FILE
-    plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.exists() else None
+    plan = _read_plan(plan_file) if plan_file.exists() else None
     if plan is not None:
         # A table is about one sweep: a shard copied in from elsewhere must not join it.
         planned = {t["trial_id"] for t in plan["trials"]}
@@ -75,6 +74,30 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     return Results(
         frame=frame.sort_values("trial_id", ignore_index=True), skipped=skipped, plan=plan
     )
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    # Only the parts aggregation reads; sweep.read_plan is the full check.
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: unreadable sweep plan ({exc})") from exc
+    trials = plan.get("trials") if isinstance(plan, dict) else None
+    if not (
+        isinstance(plan, dict)
+        and isinstance(plan.get("spec"), dict)
+        and isinstance(trials, list)
+        and all(_is_planned_trial(t) for t in trials)
+    ):
+        raise ConfigError(f"{path}: not a sweep plan (needs spec and trials with trial_id)")
+    return plan
+
+
+def _is_planned_trial(trial: Any) -> bool:
+    if not isinstance(trial, dict) or not isinstance(trial.get("trial_id"), str):
+        return False
+    tags = trial.get("tags", [])
+    return isinstance(tags, list) and all(isinstance(tag, dict) for tag in tags)
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:

@@ -37,11 +37,15 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         # Coerce ints given for float fields so TrialConfig(dropout=0) hashes like dropout=0.0.
+        problems: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.type == "float" and type(value) is int:
-                object.__setattr__(self, field.name, float(value))
-        problems = _type_problems(self) or _value_problems(self)
+                try:
+                    object.__setattr__(self, field.name, float(value))
+                except OverflowError:
+                    problems.append(f"{field.name}: expected float, got an integer too large")
+        problems = problems or _type_problems(self) or _value_problems(self)
         if problems:
             raise ConfigError(_format_problems("invalid trial config", problems))
 
@@ -49,7 +53,7 @@ class TrialConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
         """Build a config from a mapping, rejecting unknown keys and listing the valid ones."""
         valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
+        unknown = sorted(set(data) - set(valid), key=repr)
         if unknown:
             raise ConfigError(
                 f"unknown trial config key(s) {', '.join(map(repr, unknown))}; "
@@ -91,6 +95,8 @@ def _value_problems(cfg: TrialConfig) -> list[str]:
     for name in ("units", "batch_size", "epochs", "valid_size"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name}: must be a positive integer, got {getattr(cfg, name)}")
+        elif getattr(cfg, name) >= 2**31:  # TensorFlow sizes are 32-bit: fail here, not later
+            problems.append(f"{name}: must be below 2**31, got {getattr(cfg, name)}")
     if not (0.0 <= cfg.dropout < 1.0):
         problems.append(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):

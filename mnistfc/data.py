@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import zipfile
@@ -222,7 +223,10 @@ def _check_name(name: str) -> None:
 def _read_npz(path: Path) -> list[np.ndarray]:
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array, renamed
+            raise DataError(f"{path}: not an npz archive but a single {loaded.shape} array")
+        with loaded as npz:
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataError(
@@ -234,6 +238,8 @@ def _read_npz(path: Path) -> list[np.ndarray]:
         raise DataError(
             f"{path}: truncated or corrupt npz file ({exc}); download it again"
         ) from exc
+    except (MemoryError, OverflowError) as exc:  # an array header claiming an absurd shape
+        raise DataError(f"{path}: an array is too large to load ({exc}); corrupt file?") from exc
 
 
 def _read_idx(path: Path, role: str) -> np.ndarray:
@@ -252,7 +258,7 @@ def _read_idx(path: Path, role: str) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # exact: an int64 product can wrap around to the file size
     if len(data) - header != expected:
         raise DataError(
             f"{path}: truncated or padded: header says {'x'.join(map(str, dims))} = {expected} "

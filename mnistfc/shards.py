@@ -110,7 +110,7 @@ def read_shard(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ShardError(f"{path}: not a readable JSON shard ({exc})") from exc
     validate_record(record, str(path))
     return record
@@ -133,7 +133,7 @@ def validate_record(record: Any, where: str) -> None:
     if not isinstance(record, dict):
         raise ShardError(f"{where}: a shard must be a JSON object, got {type(record).__name__}")
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise ShardError(
             f"{where}: unknown schema_version {version!r}; this mnistfc reads version "
             f"{SCHEMA_VERSION} (upgrade mnistfc, or re-run the trial)"
@@ -151,40 +151,53 @@ def validate_record(record: Any, where: str) -> None:
             f"{where}: trial_id {record['trial_id']!r} does not match its config "
             f"(hash {config.trial_id}); the file was edited or mixed up"
         )
+    if record["seed"] != config.seed or isinstance(record["seed"], bool):
+        raise ShardError(f"{where}: seed {record['seed']!r} differs from config.seed")
     try:
         status = Status(record["status"])
     except ValueError as exc:
         raise ShardError(f"{where}: unknown status {record['status']!r}") from exc
     if status is Status.COMPLETED:
-        _check_metrics(_require(record, "metrics", dict, where), where)
+        _check_metrics(_require(record, "metrics", dict, where), where, complete=True)
+    elif record["metrics"] is not None:  # a diverged trial may keep its best finite epoch
+        _check_metrics(_require(record, "metrics", dict, where), where, complete=False)
     if status is Status.FAILED and not isinstance(record["error"], str):
         raise ShardError(f"{where}: a failed shard must carry its error traceback")
     for entry in _require(record, "history", list, where):
         if not isinstance(entry, dict) or not all(
-            _is_number_or_null(entry.get(k)) for k in HISTORY_KEYS
+            _is_finite_or_null(entry.get(k)) for k in HISTORY_KEYS
         ):
             raise ShardError(f"{where}: malformed history entry {entry!r}")
-    _require(record, "timing", dict, where)
-    _require(record, "env", dict, where)
+    timing = _require(record, "timing", dict, where)
+    for key in TIMING_KEYS:
+        if not (_is_finite_or_null(timing.get(key)) and (timing.get(key) or 0) >= 0):
+            raise ShardError(f"{where}: timing.{key} must be seconds >= 0, got {timing.get(key)!r}")
+    env = _require(record, "env", dict, where)
+    if not isinstance(env.get("slurm") or {}, dict):
+        raise ShardError(f"{where}: env.slurm must be an object, got {env['slurm']!r}")
 
 
-def _check_metrics(metrics: dict[str, Any], where: str) -> None:
+def _check_metrics(metrics: dict[str, Any], where: str, complete: bool) -> None:
+    # A completed trial has every number; a diverged one may have none (null) or some.
     for split in SPLITS:
         values = metrics.get(split)
+        if values is None and not complete:
+            continue
         if not isinstance(values, dict):
             raise ShardError(f"{where}: metrics.{split} missing")
         for name in SPLIT_METRICS:
             value = values.get(name)
-            if not (_is_number(value) and math.isfinite(value)):
+            if not (_is_finite(value) or (value is None and not complete)):
                 raise ShardError(
                     f"{where}: metrics.{split}.{name} must be a finite number, got {value!r}"
                 )
-        if not 0.0 <= values["accuracy"] <= 1.0:
+        if values.get("accuracy") is not None and not 0.0 <= values["accuracy"] <= 1.0:
             raise ShardError(
                 f"{where}: metrics.{split}.accuracy {values['accuracy']} outside [0, 1]"
             )
-    if not isinstance(metrics.get("best_epoch"), int):
-        raise ShardError(f"{where}: metrics.best_epoch must be an integer")
+    best_epoch = metrics.get("best_epoch")
+    if not (_is_int(best_epoch) or (best_epoch is None and not complete)):
+        raise ShardError(f"{where}: metrics.best_epoch must be an integer, got {best_epoch!r}")
 
 
 def _require(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -198,8 +211,20 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _is_number_or_null(value: Any) -> bool:
-    return value is None or _is_number(value)
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> TypeGuard[int | float]:
+    # JSON allows NaN, Infinity and integers too large for a float; none is a measurement.
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _is_finite_or_null(value: Any) -> bool:
+    return value is None or _is_finite(value)
 
 
 def _json_safe(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from mnistfc.errors import ConfigError
 KINDS = ("grid", "random")
 PROTOCOLS = ("repeats", "pool")
 EXECUTORS = ("slurm", "local", "debug")
+MAX_TRIALS = 100_000  # a typo'd budget must not expand into a plan that fills the memory
 _TOP_KEYS = {
     "grid": {"name", "kind", "base", "grid"},
     "random": {
@@ -111,7 +113,7 @@ def read_toml(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     return apply_overrides(data, overrides)
 
@@ -123,9 +125,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like key=value or section.key=value")
         try:
-            value = tomllib.loads(f"v = {raw}")["v"]
+            parsed = tomllib.loads(f"v = {raw}")
         except tomllib.TOMLDecodeError:
-            value = raw  # a bare word such as relu or pool
+            parsed = {"v": raw}  # a bare word such as relu or pool
+        except RecursionError as exc:
+            raise ConfigError(f"override {item[:60]!r}...: value nested too deeply") from exc
+        if set(parsed) != {"v"}:  # "1\nkind = 'x'" would set a second key behind our back
+            raise ConfigError(f"override {item!r}: the value must be one TOML value")
+        value = parsed["v"]
         *parents, leaf = key.strip().split(".")
         target = data
         for part in parents:
@@ -214,12 +221,11 @@ def _profile_problems(p: ClusterProfile) -> list[str]:
         value = getattr(p, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             problems.append(f"{key}: must be an integer >= 0, got {value!r}")
-    if isinstance(p.mem_gb, bool) or not isinstance(p.mem_gb, int | float) or p.mem_gb <= 0:
-        problems.append(f"mem_gb: must be a number > 0, got {p.mem_gb!r}")
+    for key in ("mem_gb", "pack_mb"):
+        if not _is_positive_number(getattr(p, key)):
+            problems.append(f"{key}: must be a finite number > 0, got {getattr(p, key)!r}")
     if not isinstance(p.pack, bool):
         problems.append(f"pack: must be true or false, got {p.pack!r}")
-    if isinstance(p.pack_mb, bool) or not isinstance(p.pack_mb, int | float) or p.pack_mb <= 0:
-        problems.append(f"pack_mb: must be a number > 0, got {p.pack_mb!r}")
     for key in ("partition", "account", "qos", "container"):
         value = getattr(p, key)
         if value is not None and not isinstance(value, str):
@@ -294,6 +300,11 @@ def _random_settings(data: Mapping[str, Any], problems: list[str]) -> dict[str, 
         problems.append(
             f"budgets: budget {max(budgets)} is larger than the pool ({pool_size} trials)"
         )
+    elif _is_int(repeats):
+        planned = pool_size if protocol == "pool" else repeats * sum(budgets)
+        if planned > MAX_TRIALS:
+            what = "pool_size" if protocol == "pool" else "budgets x repeats"
+            problems.append(f"{what}: {planned} trials; a sweep holds at most {MAX_TRIALS}")
     return {
         "protocol": protocol,
         "seed": seed,
@@ -301,6 +312,15 @@ def _random_settings(data: Mapping[str, Any], problems: list[str]) -> dict[str, 
         "repeats": repeats,
         "pool_size": pool_size,
     }
+
+
+def _is_positive_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _is_int(value: Any) -> bool:
