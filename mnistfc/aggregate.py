@@ -55,6 +55,8 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     for path in list_shards(results_dir):
         try:
             record = read_shard(path)
+            if path.stem != record["trial_id"]:  # a copy under another name would count twice
+                raise ShardError(f"{path}: file name does not match trial_id {record['trial_id']}")
         except ShardError as exc:
             skipped[path.name] = str(exc).splitlines()[0]
             log.warning("skipping %s: %s", path, skipped[path.name])
@@ -111,6 +113,8 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     timing = record["timing"] or {}
     for key in ("load_s", "fit_s", "eval_s", "total_s"):
         row[key] = timing.get(key, math.nan)
+    # A packed trial is charged its share (total_s) but ran for the whole pack (elapsed_s).
+    row["elapsed_s"] = timing.get("elapsed_s", row["total_s"])
     env = record["env"] or {}
     row["host"] = env.get("host")
     row["device"] = env.get("device")

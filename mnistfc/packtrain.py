@@ -412,6 +412,7 @@ class _Pack:
                         "fit_s": fit_s * share[t],
                         "eval_s": eval_s * share[t],
                         "total_s": load_s + (fit_s + eval_s) * share[t],
+                        "elapsed_s": load_s + fit_s + eval_s,
                     },
                     env=env,
                     data=self.dataset.describe(),

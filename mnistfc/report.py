@@ -265,12 +265,12 @@ def _cell(value: Any) -> str:
 
 
 def _wall_s(results_dir: str | os.PathLike[str], frame: pd.DataFrame) -> float:
-    # A shard is written when its trial ends, so it began total_s before the file's mtime.
+    # A shard is written when its trial (or pack) ends: it began elapsed_s before the mtime.
     ends = {p.stem: p.stat().st_mtime for p in shard_dir(results_dir).glob("*.json")}
     starts, stops = [], []
-    for trial_id, total_s in zip(frame["trial_id"], frame["total_s"].fillna(0.0), strict=True):
+    for trial_id, elapsed_s in zip(frame["trial_id"], frame["elapsed_s"].fillna(0.0), strict=True):
         if trial_id in ends:
-            starts.append(ends[trial_id] - total_s)
+            starts.append(ends[trial_id] - elapsed_s)
             stops.append(ends[trial_id])
     return max(stops) - min(starts) if stops else 0.0
 

@@ -124,6 +124,10 @@ def test_shards_record_history_best_epoch_and_the_engine(dataset, tmp_path: Path
         assert record["env"]["engine"] == "packed-v1" and record["env"]["pack"]["size"] == 4
     total = sum(shards[r.trial_id]["timing"]["fit_s"] for r in results)
     assert total == pytest.approx(results[0].env["pack"]["fit_s"], rel=1e-6)
+    pack = results[0].env["pack"]
+    for result in results:
+        elapsed = shards[result.trial_id]["timing"]["elapsed_s"]
+        assert elapsed == pytest.approx(pack["fit_s"] + pack["eval_s"])
 
 
 def test_a_diverging_trial_is_diverged_and_its_pack_mates_are_not(dataset) -> None:
