@@ -25,7 +25,7 @@ from mnistfc.pack import balance, pack_key, plan_packs, trial_cost
 from mnistfc.search import PlannedTrial, chunk, expand
 from mnistfc.spec import ClusterProfile, SweepSpec
 from mnistfc.sweep import pending, read_plan, read_states, record_submission, save_plan
-from mnistfc.worker import ChunkTask, run_chunk
+from mnistfc.worker import ChunkRunner, ChunkTask, run_chunk
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def _submit_slurm(plan: SubmissionPlan, tasks: list[ChunkTask], folder: Path) ->
     executor = submitit.SlurmExecutor(folder=folder, python=plan.python)
     executor.update_parameters(**plan.sbatch)
     try:
-        return list(executor.map_array(run_chunk, tasks))
+        return list(executor.map_array(ChunkRunner(), tasks))
     except submitit.core.utils.FailedJobError as exc:  # carries sbatch's own stderr
         raise MnistfcError(f"sbatch refused the array job: {str(exc).strip()}") from exc
 
@@ -325,7 +325,7 @@ def _run_local(
                 visible_gpus=[int(plan.gpus[slot % len(plan.gpus)])], gpus_per_node=1
             )
         executor.update_parameters(timeout_min=plan.profile.timeout_min)
-        slots[slot] = executor.submit(run_chunk, task)
+        slots[slot] = executor.submit(ChunkRunner(), task)
         jobs.append(slots[slot])
         if on_progress:
             on_progress(sum(j.done() for j in jobs), len(tasks))

@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from mnistfc.config import TrialConfig
 from mnistfc.data import Dataset
 from mnistfc.model import build_model
 from mnistfc.pack import n_params, pack_key
+from mnistfc.packstate import checkpoint_path, load_state, remove_state, save_state
 from mnistfc.shards import Status, TrialResult, write_shard
 from mnistfc.train import EVAL_BATCH, configure_gpus, environment
 
@@ -80,8 +82,11 @@ def run_pack(
         if config.dataset != dataset.name or config.valid_size != len(dataset.x_valid):
             raise ValueError(f"trial {config.trial_id} does not match the loaded dataset")
     started = time.perf_counter()
+    checkpoint = None
+    if results_dir is not None:
+        checkpoint = checkpoint_path(results_dir, _pack_id(configs))
     try:
-        results = _Pack(configs, dataset).train(sweep=sweep, load_s=load_s)
+        results = _Pack(configs, dataset, checkpoint).train(sweep=sweep, load_s=load_s)
     except Exception:
         error = traceback.format_exc()
         elapsed = load_s + time.perf_counter() - started
@@ -107,15 +112,20 @@ def run_pack(
     if results_dir is not None:
         for result in results:
             write_shard(results_dir, result)
+    if checkpoint is not None:
+        remove_state(checkpoint)
     return results
 
 
 class _Pack:
     """The variables and compiled functions of one pack."""
 
-    def __init__(self, configs: list[TrialConfig], dataset: Dataset) -> None:
+    def __init__(
+        self, configs: list[TrialConfig], dataset: Dataset, checkpoint: Path | None = None
+    ) -> None:
         configure_gpus()
         self.configs = configs
+        self.checkpoint = checkpoint
         self.dataset = dataset
         self.batch_size = configs[0].batch_size
         self.epochs = configs[0].epochs
@@ -171,8 +181,17 @@ class _Pack:
         best_val = np.full(n_trials, -math.inf)
         best_epoch: list[int | None] = [None] * n_trials
         diverged_at: list[int | None] = [None] * n_trials
+        first_epoch, fit_before = 1, 0.0
+        saved = self._restore()
+        if saved is not None:
+            history, best_epoch, diverged_at = (
+                saved["history"], saved["best_epoch"], saved["diverged_at"]
+            )  # fmt: skip
+            best_val = np.array([-math.inf if v is None else v for v in saved["best_val"]])
+            first_epoch, fit_before = saved["epoch"] + 1, saved["fit_s"]
+            log.info("pack resumed after epoch %d from %s", saved["epoch"], self.checkpoint)
         fit_start = time.perf_counter()
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(first_epoch, self.epochs + 1):
             tick = time.perf_counter()
             perms = tf.stack(
                 [_permutation(len(self.dataset.x_train), s, epoch) for s in self.seeds]
@@ -201,6 +220,16 @@ class _Pack:
                 elif val_acc[t] > best_val[t]:  # strict: the first best epoch is kept
                     best_val[t], best_epoch[t], improved[t] = val_acc[t], epoch, True
             self._keep_best(improved)
+            self._save(
+                {
+                    "epoch": epoch,
+                    "fit_s": fit_before + time.perf_counter() - fit_start,
+                    "history": history,
+                    "best_val": [v if math.isfinite(v) else None for v in best_val.tolist()],
+                    "best_epoch": best_epoch,
+                    "diverged_at": diverged_at,
+                }
+            )
             log.info(
                 "pack of %d (batch %d): epoch %d/%d in %.1f s, best valid accuracy %.4f",
                 n_trials,
@@ -212,7 +241,7 @@ class _Pack:
             )
             if all(d is not None for d in diverged_at):
                 break
-        fit_s = time.perf_counter() - fit_start
+        fit_s = fit_before + time.perf_counter() - fit_start
         eval_start = time.perf_counter()
         final = {split: self.evaluate(split, best=True) for split in ("train", "valid", "test")}
         eval_s = time.perf_counter() - eval_start
@@ -233,6 +262,38 @@ class _Pack:
         loss_sum, correct = self._evaluate[best](x, y)
         count = float(x.shape[0])
         return loss_sum.numpy() / count, correct.numpy() / count
+
+    def _variables(self) -> list[tf.Variable]:
+        """Return every variable of the pack's state in a fixed order."""
+        out = []
+        for group in self.groups:
+            out += group.weights + [x for pair in group.moments for x in pair] + group.best
+        return [*out, self.iterations]
+
+    def _save(self, state: dict[str, Any]) -> None:
+        if self.checkpoint is None:
+            return
+        trials = [c.trial_id for c in self.configs]
+        save_state(
+            self.checkpoint, [v.numpy() for v in self._variables()], {**state, "trials": trials}
+        )
+
+    def _restore(self) -> dict[str, Any] | None:
+        if self.checkpoint is None:
+            return None
+        saved = load_state(self.checkpoint, [c.trial_id for c in self.configs])
+        if saved is None:
+            return None
+        arrays, state = saved
+        variables = self._variables()
+        if len(arrays) != len(variables) or any(
+            a.shape != tuple(v.shape) for a, v in zip(arrays, variables, strict=True)
+        ):
+            log.warning("ignoring checkpoint %s: its arrays do not fit this pack", self.checkpoint)
+            return None
+        for array, variable in zip(arrays, variables, strict=True):
+            variable.assign(array)
+        return state
 
     def _keep_best(self, improved: np.ndarray) -> None:
         for group in self.groups:

@@ -91,6 +91,26 @@ def run_chunk(task: ChunkTask) -> list[dict[str, str]]:
     return outcome
 
 
+class ChunkRunner:
+    """``run_chunk`` as a callable submitit can checkpoint: preempted or timed out, requeue.
+
+    SLURM signals the task before killing it (preemption, or ``--signal`` before the time
+    limit); submitit then calls ``checkpoint`` and requeues the same task. Nothing needs
+    saving at that moment: shards and each pack's per-epoch state are already on disk, so the
+    requeued task skips finished trials and resumes its packs after their last saved epoch.
+    """
+
+    def __call__(self, task: ChunkTask) -> list[dict[str, str]]:
+        return run_chunk(task)
+
+    def checkpoint(self, task: ChunkTask) -> Any:
+        """Return the same task for submitit to requeue."""
+        from submitit.helpers import DelayedSubmission
+
+        log.info("checkpoint requested: requeueing this task; finished work is on disk")
+        return DelayedSubmission(self, task)
+
+
 def _run_group(
     task: ChunkTask, group: list[TrialConfig], dataset: Any, load_s: float
 ) -> list[TrialResult]:

@@ -11,7 +11,8 @@ import tensorflow as tf
 from mnistfc.config import TrialConfig
 from mnistfc.data import RawDataset, load_dataset, preprocess
 from mnistfc.model import build_model
-from mnistfc.packtrain import _Pack, run_pack
+from mnistfc.packstate import checkpoint_path
+from mnistfc.packtrain import _Pack, _pack_id, run_pack
 from mnistfc.shards import Status, list_shards, read_shard
 from mnistfc.train import run_trial
 
@@ -173,3 +174,36 @@ def test_packed_and_keras_grids_agree_on_real_mnist(real_mnist_dir: Path) -> Non
         assert result.metrics["valid"]["accuracy"] == pytest.approx(
             keras_result.metrics["valid"]["accuracy"], abs=0.015
         ), config
+
+
+def test_a_killed_pack_resumes_from_its_last_epoch_with_identical_numbers(
+    dataset, tmp_path: Path
+) -> None:
+    configs = [small(dropout=0.3, seed=1, epochs=4), small(units=8, seed=2, epochs=4)]
+    uninterrupted = run_pack(configs, dataset)
+    checkpoint = checkpoint_path(tmp_path, _pack_id(configs))
+    first_run = _Pack(configs, dataset, checkpoint)
+    first_run.epochs = 2  # the task is killed after its second epoch's state was saved
+    first_run.train(sweep=None, load_s=0.0)
+    assert checkpoint.exists() and list_shards(tmp_path) == []
+    resumed = run_pack(configs, dataset, tmp_path)
+    assert not checkpoint.exists()  # the shards hold the results now
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        assert [h["val_loss"] for h in b.history] == pytest.approx(
+            [h["val_loss"] for h in a.history], rel=1e-6
+        )
+        assert b.metrics["best_epoch"] == a.metrics["best_epoch"]
+        for split in ("train", "valid", "test"):
+            assert b.metrics[split] == pytest.approx(a.metrics[split], rel=1e-6)
+
+
+def test_an_unusable_checkpoint_is_ignored(dataset, tmp_path: Path) -> None:
+    configs = [small(epochs=2)]
+    checkpoint = checkpoint_path(tmp_path, _pack_id(configs))
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert run_pack(configs, dataset, tmp_path)[0].status is Status.COMPLETED
+    other = [small(epochs=2, seed=9)]
+    _Pack(other, dataset, checkpoint).train(sweep=None, load_s=0.0)  # another pack's state
+    result = run_pack(configs, dataset, tmp_path)[0]
+    assert len(result.history) == 2 and result.history[0]["epoch"] == 1
