@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import make_arrays, write_npz
 from sweeps import write_tiny_grid
 
 from mnistfc import cli
+from mnistfc.config import TrialConfig
+from mnistfc.data import load_dataset
+from mnistfc.packtrain import run_pack
 from mnistfc.shards import list_shards, read_shard
 
 pytestmark = pytest.mark.cluster
@@ -154,3 +160,66 @@ def test_a_refused_submission_shows_sbatchs_own_message(
     assert "sbatch refused the array job" in err and "invalid partition" in err.lower()
     assert "Traceback" not in err
     assert list_shards(results) == []
+
+
+LONG_PACK = """
+name = "long"
+kind = "grid"
+[base]
+epochs = 8
+batch_size = 16
+valid_size = 28
+[grid]
+units = [128]
+dropout = [0.0, 0.3]
+"""
+
+
+@pytest.mark.parametrize("interrupt", ["preempt", "requeue"])
+def test_an_interrupted_pack_is_requeued_and_ends_as_an_uninterrupted_run(
+    slurm, tmp_path: Path, interrupt: str
+) -> None:
+    """USR2 (SLURM's preemption / time-limit warning) and `scontrol requeue` mid-pack."""
+    data = tmp_path / "data"
+    write_npz(data, make_arrays(n_train=20_000, n_test=128))
+    spec = tmp_path / "jobs" / "long.toml"
+    spec.parent.mkdir()
+    spec.write_text(LONG_PACK)
+    results = tmp_path / "results"
+    assert _sweep(spec, results, data) == 0  # packed: one array task for both trials
+    plan = json.loads((results / "sweep.json").read_text())
+    task = str(plan["submissions"][-1]["job_ids"][0])  # one task: submitit sbatches no array
+    deadline = time.monotonic() + 300
+    while not list((results / "checkpoints").glob("*.npz")):  # the first epoch is saved
+        assert time.monotonic() < deadline, "no pack checkpoint appeared"
+        time.sleep(0.2)
+    if interrupt == "preempt":  # what SLURM sends before preempting or at --signal time
+        command = ["scancel", "--signal=USR2", task]
+    else:
+        command = ["scontrol", "requeue", task]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, (done.stderr, _sacct(task), _log(results))
+    _wait(results)
+    assert _sacct(task) == {task: "COMPLETED"}
+    logs = _log(results)
+    assert "pack resumed after epoch" in logs
+    if interrupt == "preempt":
+        assert "checkpoint requested" in logs
+    shards = {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
+    assert {r["status"] for r in shards.values()} == {"completed"} and len(shards) == 2
+    assert not list((results / "checkpoints").glob("*.npz"))
+    configs = [TrialConfig(units=128, dropout=d, epochs=8, batch_size=16, valid_size=28)
+               for d in (0.0, 0.3)]  # fmt: skip
+    for reference in run_pack(configs, load_dataset("mnist", data, 28)):
+        got = shards[reference.trial_id]
+        assert [h["epoch"] for h in got["history"]] == list(range(1, 9))
+        assert [h["val_loss"] for h in got["history"]] == pytest.approx(
+            [h["val_loss"] for h in reference.history], rel=1e-5
+        )
+        assert got["metrics"]["test"]["loss"] == pytest.approx(
+            reference.metrics["test"]["loss"], rel=1e-5
+        )
+
+
+def _log(results: Path) -> str:
+    return "".join(p.read_text() for p in sorted((results / "submitit").rglob("*_log.*")))
