@@ -36,13 +36,14 @@ class TrialConfig:
     valid_size: int = 2000
 
     def __post_init__(self) -> None:
-        # Coerce ints given for float fields so TrialConfig(dropout=0) hashes like dropout=0.0.
+        # Coerce ints given for float fields so TrialConfig(dropout=0) hashes like dropout=0.0,
+        # and -0.0 to 0.0: equal configs must have one id (json.dumps keeps the sign).
         problems: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type == "float" and type(value) is int:
+            if field.type == "float" and type(value) in (int, float):
                 try:
-                    object.__setattr__(self, field.name, float(value))
+                    object.__setattr__(self, field.name, float(value) + 0.0)
                 except OverflowError:
                     problems.append(f"{field.name}: expected float, got an integer too large")
         problems = problems or _type_problems(self) or _value_problems(self)

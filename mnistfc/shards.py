@@ -168,10 +168,9 @@ def validate_record(record: Any, where: str) -> None:
             _is_finite_or_null(entry.get(k)) for k in HISTORY_KEYS
         ):
             raise ShardError(f"{where}: malformed history entry {entry!r}")
-    timing = _require(record, "timing", dict, where)
-    for key in TIMING_KEYS:
-        if not (_is_finite_or_null(timing.get(key)) and (timing.get(key) or 0) >= 0):
-            raise ShardError(f"{where}: timing.{key} must be seconds >= 0, got {timing.get(key)!r}")
+    for key, value in _require(record, "timing", dict, where).items():  # TIMING_KEYS and more
+        if not (_is_finite_or_null(value) and (value or 0) >= 0):
+            raise ShardError(f"{where}: timing.{key} must be seconds >= 0, got {value!r}")
     env = _require(record, "env", dict, where)
     if not isinstance(env.get("slurm") or {}, dict):
         raise ShardError(f"{where}: env.slurm must be an object, got {env['slurm']!r}")
