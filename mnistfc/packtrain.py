@@ -20,7 +20,6 @@ import math
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,17 @@ import tensorflow as tf
 
 from mnistfc.config import TrialConfig
 from mnistfc.data import Dataset
-from mnistfc.model import build_model
 from mnistfc.pack import n_params, pack_key
+from mnistfc.packmath import (
+    Group,
+    activate,
+    count_hits,
+    dropout,
+    initial_weights,
+    int_labels,
+    pack_id,
+    permutation,
+)
 from mnistfc.packstate import checkpoint_path, load_state, remove_state, save_state
 from mnistfc.shards import Status, TrialResult, write_shard
 from mnistfc.train import EVAL_BATCH, configure_gpus, environment
@@ -39,26 +47,6 @@ log = logging.getLogger(__name__)
 
 ENGINE = "packed-v1"
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults, as build_model uses
-
-
-@dataclass
-class _Group:
-    """Trials of one width and learning rate: stacked variables, one fused Adam op each."""
-
-    members: list[int]
-    configs: list[TrialConfig]
-    seed_pos: list[int]
-    weights: list[tf.Variable] = field(default_factory=list)
-    moments: list[tuple[tf.Variable, tf.Variable]] = field(default_factory=list)
-    best: list[tf.Variable] = field(default_factory=list)
-
-    @property
-    def units(self) -> int:
-        return self.configs[0].units
-
-    @property
-    def learning_rate(self) -> float:
-        return self.configs[0].learning_rate
 
 
 def run_pack(
@@ -84,7 +72,7 @@ def run_pack(
     started = time.perf_counter()
     checkpoint = None
     if results_dir is not None:
-        checkpoint = checkpoint_path(results_dir, _pack_id(configs))
+        checkpoint = checkpoint_path(results_dir, pack_id(configs))
     try:
         results = _Pack(configs, dataset, checkpoint).train(sweep=sweep, load_s=load_s)
     except Exception:
@@ -134,14 +122,14 @@ class _Pack:
         for i, config in enumerate(configs):
             by_group.setdefault((config.units, config.learning_rate), []).append(i)
         self.groups = [
-            _Group(
+            Group(
                 members=idx,
                 configs=[configs[i] for i in idx],
                 seed_pos=[self.seeds.index(configs[i].seed) for i in idx],
             )
             for idx in by_group.values()
         ]
-        initial = _initial_weights(configs)
+        initial = initial_weights(configs)
         for group in self.groups:
             stacked = [np.stack([initial[i][k] for i in group.members]) for k in range(4)]
             # Biases as [T, 1, n] so they broadcast over the batch axis of [T, B, n].
@@ -157,7 +145,7 @@ class _Pack:
         self.splits = {
             split: (
                 tf.constant(getattr(dataset, f"x_{split}"), tf.float32),
-                tf.constant(_labels(getattr(dataset, f"y_{split}"))),
+                tf.constant(int_labels(getattr(dataset, f"y_{split}"))),
             )
             for split in ("train", "valid", "test")
         }
@@ -193,9 +181,7 @@ class _Pack:
         fit_start = time.perf_counter()
         for epoch in range(first_epoch, self.epochs + 1):
             tick = time.perf_counter()
-            perms = tf.stack(
-                [_permutation(len(self.dataset.x_train), s, epoch) for s in self.seeds]
-            )
+            perms = tf.stack([permutation(len(self.dataset.x_train), s, epoch) for s in self.seeds])
             loss, acc = (t.numpy() for t in self._train_epoch(perms, self.iterations))
             train_loss, train_acc = self.evaluate("train")
             val_loss, val_acc = self.evaluate("valid")
@@ -345,7 +331,7 @@ class _Pack:
                 loss = tf.reduce_mean(ce, axis=1)
                 total += tf.reduce_sum(loss)
                 losses.append(loss)
-                hits.append(_hits(logits, labels))
+                hits.append(count_hits(logits, labels))
         variables = [v for g in self.groups for v in g.weights]
         grads = tape.gradient(total, variables)
         self.iterations.assign_add(1)
@@ -381,12 +367,12 @@ class _Pack:
                 labels = tf.broadcast_to(yb, tf.shape(logits)[:2])
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
                 losses.append(tf.reduce_sum(ce, axis=1))
-                hits.append(_hits(logits, labels))
+                hits.append(count_hits(logits, labels))
             loss_sum += self._in_pack_order(losses)
             correct += self._in_pack_order(hits)
         return loss_sum, correct
 
-    def _group_batch(self, group: _Group, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any]:
+    def _group_batch(self, group: Group, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any]:
         # Trials sharing a seed share their data order: one [1, B, 784] batch broadcast over
         # the group's matmul instead of one copy per trial.
         if len(set(group.seed_pos)) == 1:
@@ -396,15 +382,15 @@ class _Pack:
 
     def _forward(
         self,
-        group: _Group,
+        group: Group,
         weights: list[tf.Variable],
         x: tf.Tensor,
         training_step: tf.Tensor | None = None,
     ) -> tf.Tensor:
         w1, b1, w2, b2 = weights
-        hidden = _activate(group, tf.matmul(x, w1) + b1)
+        hidden = activate(group, tf.matmul(x, w1) + b1)
         if training_step is not None:
-            hidden = _dropout(group, hidden, training_step)
+            hidden = dropout(group, hidden, training_step)
         return tf.matmul(hidden, w2) + b2
 
     def _in_pack_order(self, per_group: list[tf.Tensor]) -> tf.Tensor:
@@ -429,7 +415,7 @@ class _Pack:
             **environment(),
             "engine": ENGINE,
             "pack": {
-                "id": _pack_id(self.configs),
+                "id": pack_id(self.configs),
                 "size": len(self.configs),
                 "fit_s": fit_s,
                 "eval_s": eval_s,
@@ -481,73 +467,3 @@ class _Pack:
                 )
             )
         return results
-
-
-def _pack_id(configs: list[TrialConfig]) -> str:
-    """Return a stable name for a pack: the hash of its sorted trial ids."""
-    import hashlib
-
-    joined = ",".join(sorted(c.trial_id for c in configs))
-    return hashlib.sha256(joined.encode()).hexdigest()[:12]
-
-
-def _initial_weights(configs: list[TrialConfig]) -> list[list[np.ndarray]]:
-    """Return each trial's initial weights exactly as the Keras path builds them."""
-    import keras
-
-    cache: dict[tuple[int, int], list[np.ndarray]] = {}
-    out = []
-    for config in configs:
-        key = (config.seed, config.units)  # initialisation draws depend on nothing else
-        if key not in cache:
-            keras.utils.set_random_seed(config.seed)
-            cache[key] = [np.asarray(w) for w in build_model(config).get_weights()]
-        out.append(cache[key])
-    return out
-
-
-def _permutation(n: int, seed: int, epoch: int) -> tf.Tensor:
-    """Return the trial seed's data order for an epoch (negative counters: never a dropout's)."""
-    keys = tf.random.stateless_uniform([n], seed=tf.constant([seed, -epoch], tf.int64))
-    return tf.argsort(keys, stable=True)
-
-
-def _dropout(group: _Group, hidden: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-    rates = [c.dropout for c in group.configs]
-    if not any(rates):
-        return hidden
-    shape = tf.shape(hidden)[1:]
-    keep = []
-    for config in group.configs:
-        if config.dropout == 0.0:
-            keep.append(tf.ones(shape, tf.bool))
-            continue
-        # Each trial's masks come from its own seed and the step: never from its pack-mates.
-        noise = tf.random.stateless_uniform(
-            shape, seed=tf.stack([tf.constant(config.seed, tf.int64), step])
-        )
-        keep.append(noise >= config.dropout)
-    scale = tf.constant([1.0 / (1.0 - r) for r in rates], tf.float32)[:, None, None]
-    return tf.where(tf.stack(keep), hidden * scale, 0.0)
-
-
-def _activate(group: _Group, z: tf.Tensor) -> tf.Tensor:
-    import keras
-
-    names = [c.activation for c in group.configs]
-    if len(set(names)) == 1:
-        return keras.activations.get(names[0])(z)
-    out = tf.zeros_like(z)
-    for name in sorted(set(names)):
-        mask = tf.constant([n == name for n in names])[:, None, None]
-        out = tf.where(mask, keras.activations.get(name)(z), out)
-    return out
-
-
-def _hits(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32), axis=1)
-
-
-def _labels(one_hot: np.ndarray) -> np.ndarray:
-    return np.argmax(one_hot, axis=1).astype(np.int32)

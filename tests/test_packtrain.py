@@ -11,8 +11,9 @@ import tensorflow as tf
 from mnistfc.config import TrialConfig
 from mnistfc.data import RawDataset, load_dataset, preprocess
 from mnistfc.model import build_model
+from mnistfc.packmath import pack_id
 from mnistfc.packstate import checkpoint_path
-from mnistfc.packtrain import _Pack, _pack_id, run_pack
+from mnistfc.packtrain import _Pack, run_pack
 from mnistfc.shards import Status, list_shards, read_shard
 from mnistfc.train import run_trial
 
@@ -181,7 +182,7 @@ def test_a_killed_pack_resumes_from_its_last_epoch_with_identical_numbers(
 ) -> None:
     configs = [small(dropout=0.3, seed=1, epochs=4), small(units=8, seed=2, epochs=4)]
     uninterrupted = run_pack(configs, dataset)
-    checkpoint = checkpoint_path(tmp_path, _pack_id(configs))
+    checkpoint = checkpoint_path(tmp_path, pack_id(configs))
     first_run = _Pack(configs, dataset, checkpoint)
     first_run.epochs = 2  # the task is killed after its second epoch's state was saved
     first_run.train(sweep=None, load_s=0.0)
@@ -199,7 +200,7 @@ def test_a_killed_pack_resumes_from_its_last_epoch_with_identical_numbers(
 
 def test_an_unusable_checkpoint_is_ignored(dataset, tmp_path: Path) -> None:
     configs = [small(epochs=2)]
-    checkpoint = checkpoint_path(tmp_path, _pack_id(configs))
+    checkpoint = checkpoint_path(tmp_path, pack_id(configs))
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a checkpoint")
     assert run_pack(configs, dataset, tmp_path)[0].status is Status.COMPLETED
