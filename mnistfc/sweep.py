@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.atomic import atomic_write_text
+from mnistfc.claims import plan_locked
 from mnistfc.errors import ConfigError, ShardError
 from mnistfc.search import PlannedTrial
 from mnistfc.shards import Status, list_shards, read_shard
@@ -39,6 +40,16 @@ def save_plan(
     data_dir: str | None,
 ) -> dict[str, Any]:
     """Write (or confirm) the plan; refuse a results dir that holds a different sweep."""
+    with plan_locked(results_dir):
+        return _save_plan(results_dir, spec, trials, data_dir)
+
+
+def _save_plan(
+    results_dir: str | os.PathLike[str],
+    spec: SweepSpec,
+    trials: list[PlannedTrial],
+    data_dir: str | None,
+) -> dict[str, Any]:
     existing = read_plan(results_dir) if plan_path(results_dir).exists() else None
     if existing is not None and existing["spec_hash"] != spec.spec_hash:
         raise ConfigError(
@@ -85,9 +96,10 @@ def read_plan(results_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def record_submission(results_dir: str | os.PathLike[str], submission: dict[str, Any]) -> None:
     """Append one submission (executor, job ids, chunks) to the plan."""
-    plan = read_plan(results_dir)
-    plan["submissions"].append(submission)
-    atomic_write_text(plan_path(results_dir), json.dumps(plan, indent=1) + "\n")
+    with plan_locked(results_dir):  # two sweeps at once: neither record is lost
+        plan = read_plan(results_dir)
+        plan["submissions"].append(submission)
+        atomic_write_text(plan_path(results_dir), json.dumps(plan, indent=1) + "\n")
 
 
 @dataclass

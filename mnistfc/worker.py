@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistfc.claims import Claims
 from mnistfc.config import TrialConfig
 from mnistfc.errors import MnistfcError
 from mnistfc.pack import DEFAULT_PACK_MB, plan_packs
@@ -43,25 +44,61 @@ class ChunkFailed(MnistfcError):
 def run_chunk(task: ChunkTask) -> list[dict[str, str]]:
     """Run each trial of the chunk that has no completed shard yet; return id and status.
 
-    A failing trial (or pack) does not stop the others. If any failed, ChunkFailed is raised
+    Each trial is claimed first (``claims.py``): one that another live worker holds is left
+    to it, so two sweeps on one results folder never run a trial twice. A failing trial (or
+    pack) does not stop the others. If any failed, ChunkFailed is raised
     at the end, so the array task is reported as failed by submitit and SLURM.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _limit_threads(task.threads)
-    from mnistfc.data import load_dataset
-    from mnistfc.train import environment
-
-    datasets: dict[tuple[str, int], Any] = {}
     outcome: list[dict[str, str]] = []
     failures: list[str] = []
+    claims = Claims(task.results_dir)
+    try:
+        todo = _claim_pending(task, claims, outcome)
+        groups = plan_packs(todo, task.pack_mb) if task.pack else [[c] for c in todo]
+        failures = _run_groups(task, groups, claims, outcome)
+    finally:
+        claims.release_all()
+    if failures:
+        raise ChunkFailed(
+            f"{len(failures)} of {len(task.configs)} trials failed (tracebacks in their shards): "
+            + "; ".join(failures)
+        )
+    return outcome
+
+
+def _claim_pending(
+    task: ChunkTask, claims: Claims, outcome: list[dict[str, str]]
+) -> list[TrialConfig]:
+    """Return the chunk's trials that have no finished shard and that this process claimed."""
     todo = []
     for raw in task.configs:
         config = TrialConfig.from_dict(raw)
         if _already_done(task.results_dir, config.trial_id):
             outcome.append({"trial_id": config.trial_id, "status": "skipped"})
+        elif not claims.claim(config.trial_id):  # another sweep's worker runs it right now
+            log.info("trial %s is claimed by another worker; leaving it", config.trial_id)
+            outcome.append({"trial_id": config.trial_id, "status": "claimed elsewhere"})
+        elif _already_done(task.results_dir, config.trial_id):  # finished while we looked
+            claims.release(config.trial_id)
+            outcome.append({"trial_id": config.trial_id, "status": "skipped"})
         else:
             todo.append(config)
-    groups = plan_packs(todo, task.pack_mb) if task.pack else [[c] for c in todo]
+    return todo
+
+
+def _run_groups(
+    task: ChunkTask,
+    groups: list[list[TrialConfig]],
+    claims: Claims,
+    outcome: list[dict[str, str]],
+) -> list[str]:
+    from mnistfc.data import load_dataset
+    from mnistfc.train import environment
+
+    datasets: dict[tuple[str, int], Any] = {}
+    failures: list[str] = []
     for group in groups:
         key = (group[0].dataset, group[0].valid_size)
         try:
@@ -83,12 +120,9 @@ def run_chunk(task: ChunkTask) -> list[dict[str, str]]:
                 outcome.append({"trial_id": config.trial_id, "status": Status.FAILED.value})
             continue
         outcome += [{"trial_id": r.trial_id, "status": r.status.value} for r in results]
-    if failures:
-        raise ChunkFailed(
-            f"{len(failures)} of {len(task.configs)} trials failed (tracebacks in their shards): "
-            + "; ".join(failures)
-        )
-    return outcome
+        for config in group:
+            claims.release(config.trial_id)
+    return failures
 
 
 class ChunkRunner:

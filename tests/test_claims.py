@@ -1,0 +1,88 @@
+"""Claims: concurrent sweeps never run a trial twice, and a killed worker frees its trials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import make_arrays, write_npz
+from sweeps import write_tiny_grid
+
+from mnistfc.claims import Claims
+from mnistfc.search import expand
+from mnistfc.shards import list_shards, read_shard
+from mnistfc.spec import load_spec
+from mnistfc.worker import ChunkTask, run_chunk
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_claimed_trial_is_refused_until_released(tmp_path: Path) -> None:
+    first, second = Claims(tmp_path), Claims(tmp_path)
+    assert first.claim("abc") and not second.claim("abc")
+    first.release("abc")
+    assert second.claim("abc")
+    second.release_all()
+    assert list((tmp_path / "claims").iterdir()) == []
+
+
+def test_a_killed_holder_frees_its_claims(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from mnistfc.claims import Claims; "
+         f"c = Claims({str(tmp_path)!r}); assert c.claim('abc'); print('held', flush=True); "
+         "time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    assert not Claims(tmp_path).claim("abc")
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert Claims(tmp_path).claim("abc")  # the kernel dropped the dead process's lock
+
+
+def test_a_worker_leaves_trials_claimed_elsewhere_to_their_holder(
+    tmp_path: Path, npz_dir: Path
+) -> None:
+    spec = load_spec(write_tiny_grid(tmp_path / "jobs"))
+    configs = [t.config for t in expand(spec)]
+    results = tmp_path / "results"
+    other = Claims(results)
+    assert other.claim(configs[0].trial_id)
+    task = ChunkTask(
+        results_dir=str(results),
+        data_dir=str(npz_dir),
+        sweep={"name": "tiny", "spec_hash": spec.spec_hash},
+        configs=tuple(c.to_dict() for c in configs),
+        pack=True,
+    )
+    outcome = {o["trial_id"]: o["status"] for o in run_chunk(task)}
+    assert outcome[configs[0].trial_id] == "claimed elsewhere"
+    assert {s for t, s in outcome.items() if t != configs[0].trial_id} == {"completed"}
+    assert {p.stem for p in list_shards(results)} == {c.trial_id for c in configs[1:]}
+
+
+def test_two_sweeps_at_once_on_one_folder_run_each_trial_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_npz(data, make_arrays(n_train=6000, n_test=128))
+    spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0, 0.3, 0.5]")
+    results = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "mnistfc", "sweep", str(spec), "--results", str(results),
+        "--data-dir", str(data), "--executor", "local", "--no-pack", "--chunk", "1",
+        "--max-parallel", "2", "--set", "base.epochs=3",
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    sweeps = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+    outputs = [s.communicate(timeout=600)[0] for s in sweeps]
+    assert all(s.returncode == 0 for s in sweeps), outputs
+    shards = [read_shard(p) for p in list_shards(results)]
+    assert len(shards) == 6 and {s["status"] for s in shards} == {"completed"}
+    logs = "".join(p.read_text() for p in (results / "submitit").rglob("*_log.err"))
+    trained = [s["trial_id"] for s in shards if f"trial {s['trial_id']}: " in logs]
+    for shard in shards:  # every trial trained by exactly one worker of the two sweeps
+        assert logs.count(f"trial {shard['trial_id']}: ") == 1, shard["trial_id"]
+    assert len(trained) == 6
