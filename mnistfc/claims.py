@@ -42,15 +42,21 @@ class Claims:
         self.folder = Path(results_dir) / CLAIMS_DIR
         self.held: dict[str, int] = {}
 
-    def claim(self, trial_id: str) -> bool:
-        """Claim a trial without waiting; False when another live process holds it."""
+    def claim(self, trial_id: str, *, wait: bool = False) -> bool:
+        """Claim a trial; False when another live process holds it (and ``wait`` is off)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{trial_id}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if not _flock(fd, blocking=False):
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _flock(fd, blocking=wait):
                 os.close(fd)
                 return False
+            if _same_file(fd, path):
+                break
+            # The holder released (unlinked) the file while we waited on it: a lock on the
+            # old inode guards nothing, so lock the file that is there now.
+            os.close(fd)
+        try:
             # For people looking at a stuck sweep: who holds the claim.
             owner = f"{socket.gethostname()} pid {os.getpid()} job {_job_id()}\n"
             os.ftruncate(fd, 0)
@@ -76,6 +82,13 @@ class Claims:
         """Release every claim this process holds."""
         for trial_id in list(self.held):
             self.release(trial_id)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _flock(fd: int, *, blocking: bool) -> bool:

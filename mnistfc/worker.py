@@ -55,9 +55,19 @@ def run_chunk(task: ChunkTask) -> list[dict[str, str]]:
     failures: list[str] = []
     claims = Claims(task.results_dir)
     try:
-        todo = _claim_pending(task, claims, outcome)
-        groups = plan_packs(todo, task.pack_mb) if task.pack else [[c] for c in todo]
-        failures = _run_groups(task, groups, claims, outcome)
+        todo, elsewhere = _claim_pending(task, claims, outcome)
+        failures = _run_groups(task, _group(task, todo), claims, outcome)
+        # Trials another worker held: wait for it, then run whatever it did not finish
+        # (it may have died), so this task ends only when all of its trials are done.
+        leftover = []
+        for config in elsewhere:
+            claims.claim(config.trial_id, wait=True)
+            if _already_done(task.results_dir, config.trial_id):
+                claims.release(config.trial_id)
+                outcome.append({"trial_id": config.trial_id, "status": "done elsewhere"})
+            else:
+                leftover.append(config)
+        failures += _run_groups(task, _group(task, leftover), claims, outcome)
     finally:
         claims.release_all()
     if failures:
@@ -68,24 +78,28 @@ def run_chunk(task: ChunkTask) -> list[dict[str, str]]:
     return outcome
 
 
+def _group(task: ChunkTask, configs: list[TrialConfig]) -> list[list[TrialConfig]]:
+    return plan_packs(configs, task.pack_mb) if task.pack else [[c] for c in configs]
+
+
 def _claim_pending(
     task: ChunkTask, claims: Claims, outcome: list[dict[str, str]]
-) -> list[TrialConfig]:
-    """Return the chunk's trials that have no finished shard and that this process claimed."""
-    todo = []
+) -> tuple[list[TrialConfig], list[TrialConfig]]:
+    """Return the unfinished trials this process claimed, and those another worker holds."""
+    todo, elsewhere = [], []
     for raw in task.configs:
         config = TrialConfig.from_dict(raw)
         if _already_done(task.results_dir, config.trial_id):
             outcome.append({"trial_id": config.trial_id, "status": "skipped"})
         elif not claims.claim(config.trial_id):  # another sweep's worker runs it right now
-            log.info("trial %s is claimed by another worker; leaving it", config.trial_id)
-            outcome.append({"trial_id": config.trial_id, "status": "claimed elsewhere"})
+            log.info("trial %s is claimed by another worker; waiting for it", config.trial_id)
+            elsewhere.append(config)
         elif _already_done(task.results_dir, config.trial_id):  # finished while we looked
             claims.release(config.trial_id)
             outcome.append({"trial_id": config.trial_id, "status": "skipped"})
         else:
             todo.append(config)
-    return todo
+    return todo, elsewhere
 
 
 def _run_groups(

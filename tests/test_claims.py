@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from conftest import make_arrays, write_npz
@@ -44,7 +46,7 @@ def test_a_killed_holder_frees_its_claims(tmp_path: Path) -> None:
     assert Claims(tmp_path).claim("abc")  # the kernel dropped the dead process's lock
 
 
-def test_a_worker_leaves_trials_claimed_elsewhere_to_their_holder(
+def test_a_worker_waits_for_a_trial_claimed_elsewhere_and_runs_it_if_unfinished(
     tmp_path: Path, npz_dir: Path
 ) -> None:
     spec = load_spec(write_tiny_grid(tmp_path / "jobs"))
@@ -52,6 +54,8 @@ def test_a_worker_leaves_trials_claimed_elsewhere_to_their_holder(
     results = tmp_path / "results"
     other = Claims(results)
     assert other.claim(configs[0].trial_id)
+    # The holder "dies" after a moment without finishing: the worker then runs the trial.
+    threading.Timer(3.0, other.release_all).start()
     task = ChunkTask(
         results_dir=str(results),
         data_dir=str(npz_dir),
@@ -59,10 +63,12 @@ def test_a_worker_leaves_trials_claimed_elsewhere_to_their_holder(
         configs=tuple(c.to_dict() for c in configs),
         pack=True,
     )
-    outcome = {o["trial_id"]: o["status"] for o in run_chunk(task)}
-    assert outcome[configs[0].trial_id] == "claimed elsewhere"
-    assert {s for t, s in outcome.items() if t != configs[0].trial_id} == {"completed"}
-    assert {p.stem for p in list_shards(results)} == {c.trial_id for c in configs[1:]}
+    started = time.monotonic()
+    outcome = [(o["trial_id"], o["status"]) for o in run_chunk(task)]
+    assert time.monotonic() - started >= 3.0  # it waited for the holder
+    assert outcome[-1] == (configs[0].trial_id, "completed")  # run last, after the wait
+    assert {s for _, s in outcome} == {"completed"} and len(outcome) == len(configs)
+    assert {p.stem for p in list_shards(results)} == {c.trial_id for c in configs}
 
 
 def test_two_sweeps_at_once_on_one_folder_run_each_trial_once(tmp_path: Path) -> None:
