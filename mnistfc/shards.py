@@ -146,6 +146,9 @@ def validate_record(record: Any, where: str) -> None:
         config = TrialConfig.from_dict(_require(record, "config", dict, where))
     except ConfigError as exc:
         raise ShardError(f"{where}: invalid config: {exc}") from exc
+    missing = sorted(set(config.to_dict()) - set(record["config"]))
+    if missing:  # a default filled in here could differ from what the trial ran with
+        raise ShardError(f"{where}: config lacks {', '.join(missing)}")
     if record["trial_id"] != config.trial_id:
         raise ShardError(
             f"{where}: trial_id {record['trial_id']!r} does not match its config "

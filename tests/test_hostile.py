@@ -608,6 +608,7 @@ def _sane_shard(record: dict[str, Any]) -> None:
     """What aggregation may rely on in any shard that read_shard accepted."""
     assert type(record["schema_version"]) is int and record["schema_version"] == 1
     cfg = TrialConfig.from_dict(record["config"])
+    assert record["config"] == cfg.to_dict()
     assert record["trial_id"] == cfg.trial_id and record["seed"] == cfg.seed
     status = Status(record["status"])
     metrics = record["metrics"]
@@ -633,6 +634,7 @@ def _sane_shard(record: dict[str, Any]) -> None:
 @example([("status", "set", "diverged"), ("metrics.valid", "set", [1])], False)
 @example([("env.slurm", "set", "42")], False)
 @example([("metrics.valid.loss", "set", 10**400)], False)  # was OverflowError
+@example([("config.activation", "delete", None)], False)  # was KeyError in aggregation
 def test_hostile_shards_are_shard_errors_or_sane(
     edits: list[tuple[str, str, Any]], rehash: bool
 ) -> None:
