@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,3 +224,15 @@ def test_an_interrupted_pack_is_requeued_and_ends_as_an_uninterrupted_run(
 
 def _log(results: Path) -> str:
     return "".join(p.read_text() for p in sorted((results / "submitit").rglob("*_log.*")))
+
+
+def test_the_fault_suite_loses_nothing_and_every_error_is_clear(slurm, tmp_path: Path) -> None:
+    """benchmarks/faults.py against this SLURM: its table must read 0 lost, 0 unclear."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "faults.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--slurm", "--keep", str(tmp_path / "faults")],
+        capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    print(done.stdout)  # the table, for the CI log
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "| 6 | 6 | 0 |" in done.stdout and done.stdout.rstrip().endswith("| 0 |")
