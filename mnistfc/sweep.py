@@ -87,7 +87,7 @@ def read_plan(results_dir: str | os.PathLike[str]) -> dict[str, Any]:
         plan = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} not found: {results_dir} is not a sweep results folder") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: unreadable sweep plan ({exc})") from exc
     if not isinstance(plan, dict) or plan.get("plan_version") != PLAN_VERSION:
         raise ConfigError(f"{path}: unknown plan version; expected {PLAN_VERSION}")

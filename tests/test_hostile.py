@@ -878,11 +878,6 @@ def test_cli_aggregate_of_only_bad_shards_is_one_clear_line(
     assert not (tmp_path / "report").exists()
 
 
-@pytest.mark.xfail(
-    raises=(UnicodeDecodeError, RecursionError),
-    reason="sweep.read_plan (another engineer's module) lets these two through; aggregate's "
-    "own plan reader handles them",
-)
 @pytest.mark.parametrize("plan", [b"\xff\xfe", b"[" * 100_000])
 def test_cli_status_with_a_bad_plan_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], plan: bytes
