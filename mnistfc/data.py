@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -234,7 +235,16 @@ def _read_npz(path: Path) -> list[np.ndarray]:
                     f"(has {', '.join(npz.files) or 'none'})"
                 )
             return [npz[k] for k in keys]
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+    # numpy's parser of a garbled .npy header can raise SyntaxError or tokenize.TokenError.
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as exc:
         raise DataError(
             f"{path}: truncated or corrupt npz file ({exc}); download it again"
         ) from exc
