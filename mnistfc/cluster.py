@@ -166,6 +166,8 @@ def sbatch_parameters(profile: ClusterProfile, name: str, parallel: int) -> dict
     }
     if profile.gpus_per_task:
         params["gpus_per_node"] = profile.gpus_per_task
+    if profile.signal_delay_s != 90:  # submitit's default: --signal=USR2@90
+        params["signal_delay_s"] = profile.signal_delay_s
     for key in ("account", "qos"):
         if getattr(profile, key):
             params[key] = getattr(profile, key)

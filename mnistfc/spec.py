@@ -100,6 +100,7 @@ class ClusterProfile:
     max_parallel: int = 0
     pack: bool = True  # trials sharing batch size and epochs train in one step (pack.py)
     pack_mb: float = 1024.0  # memory budget of one pack
+    signal_delay_s: int = 90  # SLURM signals a task this long before its time limit (requeue)
     container: str | None = None
     container_binds: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
@@ -217,7 +218,7 @@ def _profile_problems(p: ClusterProfile) -> list[str]:
         value = getattr(p, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"{key}: must be a positive integer, got {value!r}")
-    for key in ("gpus_per_task", "max_parallel", "chunk"):
+    for key in ("gpus_per_task", "max_parallel", "chunk", "signal_delay_s"):
         value = getattr(p, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             problems.append(f"{key}: must be an integer >= 0, got {value!r}")

@@ -222,6 +222,27 @@ def test_an_interrupted_pack_is_requeued_and_ends_as_an_uninterrupted_run(
         )
 
 
+def test_a_pack_past_its_time_limit_requeues_itself_and_finishes(slurm, tmp_path: Path) -> None:
+    """A real time limit: SLURM signals USR2 before it, submitit checkpoints and requeues."""
+    data = tmp_path / "data"
+    write_npz(data, make_arrays(n_train=20_000, n_test=128))
+    spec = tmp_path / "jobs" / "long.toml"
+    spec.parent.mkdir()
+    # ~60 s of training on 2 cores: more than one 1-minute allocation can hold.
+    spec.write_text(LONG_PACK.replace("epochs = 8", "epochs = 40").replace("[128]", "[256]"))
+    results = tmp_path / "results"
+    limits = ("--cluster-set", "timeout_min=1", "--cluster-set", "signal_delay_s=15")
+    assert _sweep(spec, results, data, *limits) == 0
+    _wait(results)
+    task = str(json.loads((results / "sweep.json").read_text())["submissions"][-1]["job_ids"][0])
+    assert _sacct(task) == {task: "COMPLETED"}
+    logs = _log(results)
+    assert "this job is timed-out" in logs and "pack resumed after epoch" in logs
+    shards = [read_shard(p) for p in list_shards(results)]
+    assert len(shards) == 2 and {s["status"] for s in shards} == {"completed"}
+    assert all([h["epoch"] for h in s["history"]] == list(range(1, 41)) for s in shards)
+
+
 def _log(results: Path) -> str:
     return "".join(p.read_text() for p in sorted((results / "submitit").rglob("*_log.*")))
 
