@@ -134,14 +134,22 @@ def _default_lanes(profile: ClusterProfile, gpus: tuple[str, ...], pack: bool) -
     if gpus:
         return len(gpus)
     if pack and profile.executor == "local":
-        return max(1, min(os.cpu_count() or 1, 4))
+        return max(1, min(usable_cores(), 4))
     return 1
 
 
 def _lane_threads(profile: ClusterProfile, gpus: tuple[str, ...], pack: bool, parallel: int) -> int:
     if not pack or gpus or profile.executor != "local":
         return 0
-    return max(1, (os.cpu_count() or 1) // parallel)
+    return max(1, usable_cores() // parallel)
+
+
+def usable_cores() -> int:
+    """Return the cores this process may run on (affinity: `docker --cpuset-cpus`, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not every platform has affinity
+        return os.cpu_count() or 1
 
 
 def _auto_chunk(profile: ClusterProfile, n_trials: int, parallel: int) -> int:

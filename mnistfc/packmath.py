@@ -29,10 +29,6 @@ class Group:
     best: list[tf.Variable] = field(default_factory=list)
 
     @property
-    def units(self) -> int:
-        return self.configs[0].units
-
-    @property
     def learning_rate(self) -> float:
         return self.configs[0].learning_rate
 

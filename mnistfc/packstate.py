@@ -9,7 +9,6 @@ atomically: a reader sees the previous epoch's state or the new one, never a mix
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import zipfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistfc.atomic import atomic_write_bytes
+from mnistfc.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,10 @@ def checkpoint_path(results_dir: str | Path, pack_id: str) -> Path:
 
 def save_state(path: Path, arrays: list[np.ndarray], state: dict[str, Any]) -> None:
     """Write the arrays and the JSON-safe state to ``path`` atomically."""
-    buffer = io.BytesIO()
     named: dict[str, Any] = {f"a{i}": a for i, a in enumerate(arrays)}
     named[_STATE_KEY] = np.array(json.dumps(state))
-    np.savez(buffer, **named)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **named)
 
 
 def load_state(path: Path, trial_ids: list[str]) -> tuple[list[np.ndarray], dict[str, Any]] | None:

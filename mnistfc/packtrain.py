@@ -113,6 +113,7 @@ class _Pack:
     ) -> None:
         configure_gpus()
         self.configs = configs
+        self.id = pack_id(configs)
         self.checkpoint = checkpoint
         self.dataset = dataset
         self.batch_size = configs[0].batch_size
@@ -415,7 +416,7 @@ class _Pack:
             **environment(),
             "engine": ENGINE,
             "pack": {
-                "id": pack_id(self.configs),
+                "id": self.id,
                 "size": len(self.configs),
                 "fit_s": fit_s,
                 "eval_s": eval_s,

@@ -40,40 +40,31 @@ def save_plan(
     data_dir: str | None,
 ) -> dict[str, Any]:
     """Write (or confirm) the plan; refuse a results dir that holds a different sweep."""
-    with plan_locked(results_dir):
-        return _save_plan(results_dir, spec, trials, data_dir)
-
-
-def _save_plan(
-    results_dir: str | os.PathLike[str],
-    spec: SweepSpec,
-    trials: list[PlannedTrial],
-    data_dir: str | None,
-) -> dict[str, Any]:
-    existing = read_plan(results_dir) if plan_path(results_dir).exists() else None
-    if existing is not None and existing["spec_hash"] != spec.spec_hash:
-        raise ConfigError(
-            f"{results_dir} holds sweep {existing['spec']['name']!r} (spec hash "
-            f"{existing['spec_hash']}), not this spec (hash {spec.spec_hash}); "
-            "use another --results folder, or the spec it was made with"
-        )
-    plan = {
-        "plan_version": PLAN_VERSION,
-        "spec_hash": spec.spec_hash,
-        "spec": spec.to_dict(),
-        "data_dir": data_dir,
-        "trials": [
-            {
-                "trial_id": t.trial_id,
-                "config": t.config.to_dict(),
-                "tags": [dict(x) for x in t.tags],
-            }
-            for t in trials
-        ],
-        "submissions": existing["submissions"] if existing else [],
-    }
-    atomic_write_text(plan_path(results_dir), json.dumps(plan, indent=1) + "\n")
-    return plan
+    with plan_locked(results_dir):  # two sweeps at once: one writes, the other confirms
+        existing = read_plan(results_dir) if plan_path(results_dir).exists() else None
+        if existing is not None and existing["spec_hash"] != spec.spec_hash:
+            raise ConfigError(
+                f"{results_dir} holds sweep {existing['spec']['name']!r} (spec hash "
+                f"{existing['spec_hash']}), not this spec (hash {spec.spec_hash}); "
+                "use another --results folder, or the spec it was made with"
+            )
+        plan = {
+            "plan_version": PLAN_VERSION,
+            "spec_hash": spec.spec_hash,
+            "spec": spec.to_dict(),
+            "data_dir": data_dir,
+            "trials": [
+                {
+                    "trial_id": t.trial_id,
+                    "config": t.config.to_dict(),
+                    "tags": [dict(x) for x in t.tags],
+                }
+                for t in trials
+            ],
+            "submissions": existing["submissions"] if existing else [],
+        }
+        atomic_write_text(plan_path(results_dir), json.dumps(plan, indent=1) + "\n")
+        return plan
 
 
 def read_plan(results_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,23 @@ def npz_dir(tmp_path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """A folder holding a synthetic mnist.npz in Keras's layout."""
     write_npz(tmp_path / "data", arrays)
     return tmp_path / "data"
+
+
+SLURM_LOCAL = Path(__file__).with_name("cluster") / "slurm_local.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Install (first time) and start a real single-node SLURM; yield its state folder."""
+    if os.geteuid() != 0:
+        pytest.skip("bringing up SLURM needs root (apt-get, daemons)")
+    state = tmp_path_factory.mktemp("slurm")
+    subprocess.run(["bash", str(SLURM_LOCAL), "install"], check=True)
+    subprocess.run(["bash", str(SLURM_LOCAL), "up", str(state)], check=True)
+    try:
+        yield state
+    finally:
+        subprocess.run(["bash", str(SLURM_LOCAL), "down", str(state)], check=False)
 
 
 @pytest.fixture

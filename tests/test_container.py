@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "containers" / "build_local.sh"
 DEFINITION = ROOT / "containers" / "mnistfc.def"
 SBATCH = ROOT / "jobs" / "sweep-array.sbatch"
-SLURM_LOCAL = ROOT / "tests" / "cluster" / "slurm_local.sh"
 TAG = "localhost/mnistfc:test"
 VARIANT = "cpu"
 IMAGE_NAME = f"mnistfc:{mnistfc.__version__}-{VARIANT}"  # what shards record as their container
@@ -455,17 +454,9 @@ def test_sbatch_script_runs_its_chunk_in_the_image(
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real single-node SLURM (tests/cluster/slurm_local.sh), for this module's array job."""
-    if os.geteuid() != 0:
-        pytest.skip("bringing up SLURM needs root")
-    state = tmp_path_factory.mktemp("slurm")
-    subprocess.run(["bash", str(SLURM_LOCAL), "install"], check=True)
-    subprocess.run(["bash", str(SLURM_LOCAL), "up", str(state)], check=True)
-    try:
-        yield {"SLURM_CONF": str(state / "slurm.conf")}
-    finally:
-        subprocess.run(["bash", str(SLURM_LOCAL), "down", str(state)], check=False)
+def slurm(slurm_state: Path) -> dict[str, str]:
+    """A real single-node SLURM (tests/conftest.py), for this module's array job."""
+    return {"SLURM_CONF": str(slurm_state / "slurm.conf")}
 
 
 def _wait_for(job: str, tasks: int, env: dict[str, str], timeout_s: float = 600) -> dict[str, str]:

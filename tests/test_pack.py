@@ -73,7 +73,7 @@ def test_local_lanes_split_the_work_and_share_the_cores(
     tmp_path: Path, npz_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("mnistfc.cluster.usable_cores", lambda: 8)
     plan = _plan(tmp_path, npz_dir, "grid.toml", "executor=local")
     assert plan.max_parallel == 4 and len(plan.chunks) == 4 and plan.threads == 2
     assert sum(len(c) for c in plan.chunks) == 25
@@ -81,3 +81,25 @@ def test_local_lanes_split_the_work_and_share_the_cores(
     assert [len(c) for c in chunked.chunks] == [10, 10, 5]
     off = _plan(tmp_path, npz_dir, "grid.toml", "executor=local", "pack=false")
     assert off.threads == 0 and off.max_parallel == 1
+
+
+def test_lanes_count_the_cores_this_process_may_use() -> None:
+    import os
+
+    from mnistfc.cluster import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_packing_and_signal_settings_are_validated_and_reach_sbatch() -> None:
+    from mnistfc.cluster import sbatch_parameters
+    from mnistfc.errors import ConfigError
+
+    with pytest.raises(ConfigError) as bad:
+        load_profile(None, ['pack="yes"', "pack_mb=0", "signal_delay_s=-5"])
+    for key in ("pack:", "pack_mb:", "signal_delay_s:"):
+        assert key in str(bad.value)
+    slurm = ["executor=slurm", "partition=p"]
+    assert "signal_delay_s" not in sbatch_parameters(load_profile(None, slurm), "g", 2)
+    late = load_profile(None, [*slurm, "signal_delay_s=15"])
+    assert sbatch_parameters(late, "g", 2)["signal_delay_s"] == 15

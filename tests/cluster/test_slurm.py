@@ -21,18 +21,12 @@ from mnistfc.packtrain import run_pack
 from mnistfc.shards import list_shards, read_shard
 
 pytestmark = pytest.mark.cluster
-SCRIPT = Path(__file__).with_name("slurm_local.sh")
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Install (first time) and start munge, MariaDB, slurmdbd, slurmctld and slurmd."""
-    if os.geteuid() != 0:
-        pytest.skip("bringing up SLURM needs root (apt-get, daemons)")
-    state = tmp_path_factory.mktemp("slurm")
-    subprocess.run(["bash", str(SCRIPT), "install"], check=True)
-    subprocess.run(["bash", str(SCRIPT), "up", str(state)], check=True)
-    env = _exported(state / "env.sh")
+def slurm(slurm_state: Path) -> Iterator[dict[str, str]]:
+    """The real SLURM (tests/conftest.py) with its SLURM_CONF and PATH in this process."""
+    env = _exported(slurm_state / "env.sh")
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -43,7 +37,6 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        subprocess.run(["bash", str(SCRIPT), "down", str(state)], check=False)
 
 
 def _exported(path: Path) -> dict[str, str]:
