@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from mnistfc.atomic import atomic_write_text
+from mnistfc.plan import save_plan
+from mnistfc.records import Status, SweepRef, TrialResult
 from mnistfc.search import expand
-from mnistfc.shards import Status, TrialResult
 from mnistfc.spec import load_spec
-from mnistfc.sweep import save_plan
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -75,7 +75,7 @@ def generate(folder: Path, n: int) -> None:
             history=epochs,
             timing={"load_s": 0.5, "fit_s": 30.0, "eval_s": 0.5, "total_s": 31.0},
             env={"host": "bench", "device": "cpu", "slurm": {}},
-            sweep={"name": spec.name, "spec_hash": spec.spec_hash},
+            sweep=SweepRef(spec.name, spec.spec_hash),
         )
         path = folder / "shards" / f"{trial.trial_id}.json"
         atomic_write_text(path, json.dumps(result.to_record(), indent=1))

@@ -37,10 +37,11 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="keep both results folders here")
     args = parser.parse_args()
 
-    from mnistfc import cluster
-    from mnistfc.pack import n_params
+    from mnistfc import sweep
+    from mnistfc.launch.profile import load_profile
+    from mnistfc.pack.planner import n_params
     from mnistfc.search import expand
-    from mnistfc.spec import load_profile, load_spec
+    from mnistfc.spec import load_spec
 
     spec = load_spec(args.spec, [f"base.epochs={args.epochs}", *args.set])
     trials = [t.config for t in expand(spec)]
@@ -59,21 +60,21 @@ def main() -> None:
     runs = {}
     for name, pack, lanes in (("keras", False, 1), ("packed", True, args.lanes)):
         profile = load_profile(None, ["executor=local"])
-        plan = cluster.plan_submission(
+        plan = sweep.plan_submission(
             spec, profile, folder / name, data_dir=args.data_dir, max_parallel=lanes, pack=pack
         )
         started = time.perf_counter()
-        record = cluster.submit(plan, wait=True)
+        _submission, failed = sweep.submit(plan, wait=True)
         wall = time.perf_counter() - started
-        if record["failed_chunks"]:
+        if failed:
             raise SystemExit(f"{name}: tasks failed, see {folder / name / 'submitit'}")
         runs[name] = (wall, _shards(folder / name), plan)
-        print(f"{name}: {len(plan.chunks)} lane(s), {wall:.1f} s wall")
+        print(f"{name}: {len(plan.tasks)} lane(s), {wall:.1f} s wall")
 
     keras_wall, keras, _ = runs["keras"]
     packed_wall, packed, plan = runs["packed"]
     keras_fit = sum(r["timing"]["fit_s"] + r["timing"]["eval_s"] for r in keras.values())
-    packed_fit = _lane_fit_s(packed, plan.chunks)
+    packed_fit = _lane_fit_s(packed, plan.task_trials)
     per_epoch = {"keras": keras_fit / args.epochs, "packed": packed_fit / args.epochs}
     flop_bound = 6 * n_train * params / (gflops * 1e9)
     memory_bound = sum(n_params(c) * steps[c.trial_id] for c in trials) * ADAM_BYTES / (gbps * 1e9)
@@ -98,7 +99,7 @@ def main() -> None:
 
 
 def _shards(results: Path) -> dict[str, dict]:
-    from mnistfc.shards import list_shards, read_shard
+    from mnistfc.records import list_shards, read_shard
 
     return {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
 

@@ -267,7 +267,7 @@ def _bad_shards(folder: Path) -> list[tuple[str, bool]]:
 
 # ----------------------------------------------------------------------------------- helpers
 def _outcome(results: Path, planned: int, *, resumed: bool) -> tuple[bool, int]:
-    from mnistfc.shards import list_shards, read_shard
+    from mnistfc.records import list_shards, read_shard
 
     done = [s for s in map(read_shard, list_shards(results)) if s["status"] == "completed"]
     return resumed and len(done) == planned, planned - len(done)

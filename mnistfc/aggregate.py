@@ -1,29 +1,27 @@
 """Turn a results folder's shards into tables: per-trial rows, the grid, best-of-N budgets.
 
-Only shards are read (plus the sweep plan, for what was expected and the random-search
-tags), so every number here traces back to a JSON file on disk. Models are selected on
-validation accuracy; test accuracy is reported for the selected trials only.
+Only shards are read, through ``records`` (plus the sweep plan, for what was expected and
+the random-search tags), so every number here traces back to a JSON file on disk. Models
+are selected on validation accuracy; test accuracy is reported for the selected trials only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mnistfc.errors import ConfigError, MnistfcError, ShardError
-from mnistfc.shards import SPLIT_METRICS, SPLITS, list_shards, read_shard
+from mnistfc.errors import MnistfcError, ShardError
+from mnistfc.plan import Plan, has_plan, load_plan
+from mnistfc.records import Status, list_shards, read_result
 
 log = logging.getLogger(__name__)
 
-PLAN_FILE = "sweep.json"
 CONFIG_COLUMNS = ("units", "dropout", "activation", "learning_rate", "batch_size", "epochs", "seed")
 
 
@@ -33,7 +31,7 @@ class Results:
 
     frame: pd.DataFrame
     skipped: dict[str, str] = field(default_factory=dict)
-    plan: dict[str, Any] | None = None
+    plan: Plan | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -41,7 +39,7 @@ class Results:
         if not self.plan:
             return []
         have = set(self.frame["trial_id"]) if len(self.frame) else set()
-        return [t["trial_id"] for t in self.plan["trials"] if t["trial_id"] not in have]
+        return [t for t in self.plan.trial_ids if t not in have]
 
     @property
     def partial(self) -> bool:
@@ -54,22 +52,17 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     rows, skipped = [], {}
     for path in list_shards(results_dir):
         try:
-            record = read_shard(path)
-            if path.stem != record["trial_id"]:  # a copy under another name would count twice
-                raise ShardError(f"{path}: file name does not match trial_id {record['trial_id']}")
+            rows.append(read_result(path).to_row())
         except ShardError as exc:
             skipped[path.name] = str(exc).splitlines()[0]
             log.warning("skipping %s: %s", path, skipped[path.name])
-            continue
-        rows.append(_row(record))
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=["trial_id", "status", *CONFIG_COLUMNS])
-    plan_file = Path(results_dir) / PLAN_FILE
-    plan = _read_plan(plan_file) if plan_file.exists() else None
+    plan = load_plan(results_dir) if has_plan(results_dir) else None
     if plan is not None:
         # A table is about one sweep: a shard copied in from elsewhere must not join it.
-        planned = {t["trial_id"] for t in plan["trials"]}
+        planned = set(plan.trial_ids)
         for trial_id in sorted(set(frame["trial_id"]) - planned):
             skipped[f"{trial_id}.json"] = "not a trial of this folder's sweep plan"
         frame = frame[frame["trial_id"].isin(planned)]
@@ -78,55 +71,9 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     )
 
 
-def _read_plan(path: Path) -> dict[str, Any]:
-    # Only the parts aggregation reads; sweep.read_plan is the full check.
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: unreadable sweep plan ({exc})") from exc
-    trials = plan.get("trials") if isinstance(plan, dict) else None
-    if not (
-        isinstance(plan, dict)
-        and isinstance(plan.get("spec"), dict)
-        and isinstance(trials, list)
-        and all(_is_planned_trial(t) for t in trials)
-    ):
-        raise ConfigError(f"{path}: not a sweep plan (needs spec and trials with trial_id)")
-    return plan
-
-
-def _is_planned_trial(trial: Any) -> bool:
-    if not isinstance(trial, dict) or not isinstance(trial.get("trial_id"), str):
-        return False
-    tags = trial.get("tags", [])
-    return isinstance(tags, list) and all(isinstance(tag, dict) for tag in tags)
-
-
-def _row(record: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"]}
-    row.update({k: record["config"][k] for k in (*CONFIG_COLUMNS, "dataset")})
-    metrics = record["metrics"] or {}
-    for split in SPLITS:
-        for name in SPLIT_METRICS:
-            row[f"{split}_{name}"] = (metrics.get(split) or {}).get(name, math.nan)
-    row["best_epoch"] = metrics.get("best_epoch")
-    timing = record["timing"] or {}
-    for key in ("load_s", "fit_s", "eval_s", "total_s"):
-        row[key] = timing.get(key, math.nan)
-    # A packed trial is charged its share (total_s) but ran for the whole pack (elapsed_s).
-    row["elapsed_s"] = timing.get("elapsed_s", row["total_s"])
-    env = record["env"] or {}
-    row["host"] = env.get("host")
-    row["device"] = env.get("device")
-    slurm = env.get("slurm") or {}
-    row["slurm_job"] = slurm.get("slurm_array_job_id") or slurm.get("slurm_job_id")
-    row["slurm_task"] = slurm.get("slurm_array_task_id")
-    return row
-
-
 def usable(frame: pd.DataFrame) -> pd.DataFrame:
     """Return the trials that are results: completed, or diverged (failed ones are faults)."""
-    return frame[frame["status"].isin(["completed", "diverged"])]
+    return frame[frame["status"].map(lambda s: Status(s).is_result)]
 
 
 def grid_table(frame: pd.DataFrame, rows: str, cols: str, value: str) -> pd.DataFrame:
@@ -147,7 +94,7 @@ def best_trial(frame: pd.DataFrame) -> pd.Series | None:
     return cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True]).iloc[0]
 
 
-def best_of_n_repeats(frame: pd.DataFrame, plan: dict[str, Any]) -> pd.DataFrame:
+def best_of_n_repeats(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     """The exercise's protocol: for each budget N, best-of-N over each repeat's own N draws.
 
     Returns one row per budget: mean and standard deviation over repeats of the selected
@@ -155,10 +102,10 @@ def best_of_n_repeats(frame: pd.DataFrame, plan: dict[str, Any]) -> pd.DataFrame
     """
     scores = _scores(frame)
     records = []
-    for budget in plan["spec"]["budgets"]:
+    for budget in plan.spec.budgets:
         valid, test, complete = [], [], 0
-        for repeat in range(plan["spec"]["repeats"]):
-            ids = _tagged(plan, repeat=repeat, budget=budget)
+        for repeat in range(plan.spec.repeats):
+            ids = plan.tagged(repeat=repeat, budget=budget)
             found = scores.reindex(ids).dropna(subset=["valid"])
             if len(found) < len(ids):
                 continue  # a repeat is only counted once all its N draws have a result
@@ -234,21 +181,13 @@ def _scores(frame: pd.DataFrame) -> pd.DataFrame:
     # A diverged trial without any finite epoch was still drawn: it scores 0, never selected
     # unless every draw diverged. Failed trials are faults, not draws, and are left out.
     cells = usable(frame).set_index("trial_id")
-    diverged = cells["status"] == "diverged"
+    diverged = cells["status"] == Status.DIVERGED.value
     valid = cells["valid_accuracy"].mask(diverged, cells["valid_accuracy"].fillna(0.0))
     test = cells["test_accuracy"].mask(diverged, cells["test_accuracy"].fillna(0.0))
     index = cells.index.rename(None)
     return pd.DataFrame(
         {"valid": valid.to_numpy(), "test": test.to_numpy(), "trial_id": index}, index=index
     )
-
-
-def _tagged(plan: dict[str, Any], **wanted: int) -> list[str]:
-    return [
-        t["trial_id"]
-        for t in plan["trials"]
-        if any(all(tag.get(k) == v for k, v in wanted.items()) for tag in t["tags"])
-    ]
 
 
 def _summary(budget: int, valid: list[float], test: list[float], complete: int) -> dict[str, Any]:

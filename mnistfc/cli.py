@@ -19,7 +19,7 @@ from typing import Any
 from mnistfc import __version__, console
 from mnistfc.config import DATASETS, TrialConfig
 from mnistfc.errors import MnistfcError
-from mnistfc.spec import EXECUTORS
+from mnistfc.launch import EXECUTORS
 
 log = logging.getLogger("mnistfc")
 _PY_TYPES = {"int": int, "float": float, "str": str}
@@ -210,7 +210,7 @@ def _config_from_args(args: argparse.Namespace) -> TrialConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mnistfc.shards import Status
+    from mnistfc.records import Status
     from mnistfc.single import run_single
 
     config = _config_from_args(args)
@@ -261,13 +261,14 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from mnistfc import cluster
-    from mnistfc.spec import load_profile, load_spec
+    from mnistfc import sweep
+    from mnistfc.launch import backend
+    from mnistfc.launch.profile import load_profile
+    from mnistfc.spec import load_spec
 
     spec = load_spec(args.spec, args.set)
-    overrides = [*args.cluster_set, *([f"executor={args.executor}"] if args.executor else [])]
-    profile = load_profile(args.cluster, overrides)
-    plan = cluster.plan_submission(
+    profile = load_profile(args.cluster, _profile_overrides(args))
+    plan = sweep.plan_submission(
         spec,
         profile,
         args.results,
@@ -279,25 +280,30 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(console.format_plan(plan))
     if args.dry_run:
-        print(console.format_dry_run(plan, cluster))
+        print(console.format_dry_run(plan, backend(profile.executor).dry_run(plan)))
         return 0
     if args.plan_only:
-        n_tasks, size = cluster.write_plan(plan)
+        size = args.chunk or profile.chunk or 1
+        n_tasks = sweep.write_plan(plan, size)
         print(f"wrote {plan.results_dir / 'sweep.json'}; run it without submitit with:")
         print(f"  sbatch --array=0-{n_tasks - 1} jobs/sweep-array.sbatch {plan.results_dir} {size}")
         return 0
-    record = cluster.submit(
+    submission, _failed = sweep.submit(
         plan, wait=args.wait, on_progress=console.progress_printer(args.results)
     )
-    if not plan.chunks:
+    if not plan.tasks:
         print("nothing to submit: every trial has a shard (--rerun-failed retries failed ones)")
         return 0
-    print(f"submitted {len(record['job_ids'])} job(s): {', '.join(map(str, record['job_ids'][:5]))}"
-          + (" ..." if len(record["job_ids"]) > 5 else ""))  # fmt: skip
-    if plan.profile.executor == "slurm" and not args.wait:
+    ids = submission.job_ids
+    print(f"submitted {len(ids)} job(s): {', '.join(ids[:5])}" + (" ..." if len(ids) > 5 else ""))
+    if not (args.wait if args.wait is not None else backend(profile.executor).waits_by_default):
         print(f"follow with: mnistfc status {args.results} --wait")
         return 0
     return console.print_status(args.results)
+
+
+def _profile_overrides(args: argparse.Namespace) -> list[str]:
+    return [*args.cluster_set, *([f"executor={args.executor}"] if args.executor else [])]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -328,12 +334,11 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from mnistfc.spec import load_profile
+    from mnistfc.launch.profile import load_profile
     from mnistfc.study import load_study, run_study
 
     study = load_study(args.spec, args.set)
-    overrides = [*args.cluster_set, *([f"executor={args.executor}"] if args.executor else [])]
-    profile = load_profile(args.cluster, overrides)
+    profile = load_profile(args.cluster, _profile_overrides(args))
     verbose = 1 if sys.stdout.isatty() else 2
     report = run_study(
         study,
@@ -350,9 +355,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_chunk(args: argparse.Namespace) -> int:
-    from mnistfc.cluster import run_planned_chunk
+    from mnistfc.sweep import run_planned_chunk
 
     outcome = run_planned_chunk(args.results, args.index, args.size, args.data_dir, pack=args.pack)
-    for item in outcome:
-        print(f"{item['trial_id']}: {item['status']}")
+    for trial_id, status in outcome:
+        print(f"{trial_id}: {status}")
     return 0

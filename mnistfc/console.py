@@ -50,7 +50,7 @@ def print_status(results: str) -> int:
 
 def progress_printer(results: str) -> Any:
     """Return a callback that draws a progress bar of finished trials on stderr."""
-    from mnistfc.sweep import sweep_status
+    from mnistfc.progress import sweep_status
 
     last = [""]
 
@@ -69,33 +69,30 @@ def progress_printer(results: str) -> Any:
 
 def format_plan(plan: Any) -> str:
     """Render what a sweep call will do."""
-    sizes = sorted({len(c) for c in plan.chunks})
+    sizes = sorted({sum(len(p) for p in task) for task in plan.tasks})
+    resources = plan.resources
     lines = [
         f"sweep {plan.spec.name} ({plan.spec.kind}, spec {plan.spec.spec_hash}): "
         f"{plan.total} trials, {plan.skipped} already have a shard, {plan.n_trials} to run",
-        f"executor {plan.profile.executor}: {len(plan.chunks)} task(s) of "
+        f"executor {plan.profile.executor}: {len(plan.tasks)} task(s) of "
         f"{'-'.join(map(str, sizes[:1] + sizes[-1:])) if sizes else 0} trial(s), "
-        f"at most {plan.max_parallel} at once"
-        + (f" on GPUs {','.join(plan.gpus)}" if plan.gpus else "")
-        + (", packed" if plan.pack else ", one trial at a time (--no-pack)")
-        + (f", {plan.threads} thread(s) each" if plan.threads else ""),
+        f"at most {resources.parallel} at once"
+        + (f" {resources.note}" if resources.note else "")
+        + (f", packed ({len(plan.packs)} pack(s)" if plan.packed else "")
+        + (f", {plan.reused} resumed whole)" if plan.packed and plan.reused else
+           ")" if plan.packed else ", one trial at a time (--no-pack)")
+        + (f", {resources.threads} thread(s) each" if resources.threads else ""),
         f"results {plan.results_dir}; data {plan.data_dir}",
-    ]
+    ]  # fmt: skip
     return "\n".join(lines)
 
 
-def format_dry_run(plan: Any, cluster: Any) -> str:
-    """Render the trials per task and, for SLURM, the sbatch parameters and script."""
+def format_dry_run(plan: Any, executor_lines: list[str]) -> str:
+    """Render the trials per task and what the executor would be given."""
     lines = ["trials (id: settings):"]
     axes = [name for name, _ in plan.spec.axes]
-    for task_index, trials in enumerate(plan.chunks):
-        for trial in trials:
+    for task_index, task in enumerate(plan.tasks):
+        for trial in (t for pack in task for t in pack):
             settings = ", ".join(f"{k}={getattr(trial.config, k)}" for k in [*axes, "seed"])
             lines.append(f"  task {task_index}: {trial.trial_id}: {settings}")
-    if plan.profile.executor == "slurm":
-        lines.append("sbatch parameters (submitit):")
-        lines += [f"  {k} = {v!r}" for k, v in plan.sbatch.items()]
-        lines.append("sbatch script:")
-        lines.append(cluster.sbatch_script(plan))
-    lines.append("dry run: nothing submitted")
-    return "\n".join(lines)
+    return "\n".join([*lines, *executor_lines, "dry run: nothing submitted"])

@@ -25,3 +25,9 @@ class ShardError(MnistfcError):
     """A result shard is malformed or has a schema this version does not know."""
 
     exit_code = 2
+
+
+class Interrupted(MnistfcError):
+    """The task was asked to stop (SIGTERM); its state is saved and a rerun resumes it."""
+
+    exit_code = 143

@@ -1,67 +1,87 @@
-"""What a running sweep is doing: shards on disk joined with the scheduler's job states."""
+"""Where a sweep stands: shards on disk against the plan, joined with the jobs still running."""
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter
+from dataclasses import dataclass, field
 
-from mnistfc.sweep import SweepStatus, read_states, sweep_status
+from mnistfc.errors import ShardError
+from mnistfc.launch import job_states
+from mnistfc.plan import Plan, Submission, load_plan
+from mnistfc.records import Status, list_shards, read_result
 
 log = logging.getLogger(__name__)
 
-
-def job_states(submission: dict[str, Any]) -> dict[str, str]:
-    """Return each job's scheduler state for one recorded submission ("" when unknown).
-
-    SLURM states come from sacct (accounting must be enabled); local jobs are processes.
-    """
-    ids = [str(j) for j in submission.get("job_ids", [])]
-    if submission.get("executor") == "slurm" and ids:
-        return _sacct_states(ids)
-    if submission.get("executor") == "local":
-        return {j: "RUNNING" if _pid_alive(j) else "ENDED" for j in ids}
-    return {j: "ENDED" for j in ids}
+_ACTIVE = {"RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
+_QUEUED = {"PENDING", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
-def _sacct_states(ids: list[str]) -> dict[str, str]:
-    # squeue knows a job the moment sbatch returns; sacct lags about a second behind and
-    # keeps finished jobs. Live states from squeue win; sacct fills in the finished ones.
-    arrays = ",".join(sorted({j.split("_")[0] for j in ids}))
-    finished = _query(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", arrays])
-    live = _query(["squeue", "-h", "-r", "-o", "%i|%T", "-j", arrays])
-    states = {**finished, **live}
-    return {j: states.get(j, "") for j in ids}
+@dataclass
+class ShardStates:
+    """The status of each trial with a readable shard, and the shards that are not readable."""
+
+    status: dict[str, Status] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+
+    def pending(self, trial_ids: list[str], *, rerun_failed: bool = False) -> list[str]:
+        """Return the trials still to run: no final shard (see ``Status.is_final``)."""
+        return [
+            t
+            for t in trial_ids
+            if t not in self.status or not self.status[t].is_final(rerun_failed=rerun_failed)
+        ]
 
 
-def _query(command: list[str]) -> dict[str, str]:
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("%s failed (%s); job states may be incomplete", command[0], exc)
-        return {}
-    states = {}
-    for line in out.splitlines():
-        job, _, state = line.partition("|")
-        if state:
-            states[job.strip()] = state.split()[0]
+def read_states(results_dir: str | os.PathLike[str]) -> ShardStates:
+    """Read every shard's status; an invalid shard is named, and its trial counts as missing."""
+    states = ShardStates()
+    for path in list_shards(results_dir):
+        try:
+            result = read_result(path)
+        except ShardError as exc:
+            states.invalid[path.name] = str(exc)
+            continue
+        states.status[result.trial_id] = result.status
+        if result.error:
+            states.errors[result.trial_id] = result.last_error_line()
     return states
 
 
-def _pid_alive(job_id: str) -> bool:
-    try:
-        os.kill(int(job_id), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+@dataclass(frozen=True)
+class SweepStatus:
+    """Counts of a sweep's trials by outcome, against its plan."""
+
+    name: str
+    total: int
+    counts: dict[str, int]
+    failed: dict[str, str]
+    invalid: dict[str, str]
+    submissions: tuple[Submission, ...]
+
+    @property
+    def finished(self) -> int:
+        """Return how many trials have a final shard (completed, diverged or failed)."""
+        return sum(self.counts.get(s.value, 0) for s in Status)
 
 
-_ACTIVE = {"RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
-_QUEUED = {"PENDING", "REQUEUE_HOLD", "REQUEUE_FED"}
+def sweep_status(results_dir: str | os.PathLike[str], plan: Plan | None = None) -> SweepStatus:
+    """Compare the shards on disk with the plan."""
+    plan = plan or load_plan(results_dir)
+    states = read_states(results_dir)
+    planned = plan.trial_ids
+    counts = Counter(states.status[t].value if t in states.status else "missing" for t in planned)
+    failed = {t: states.errors.get(t, "") for t in planned if states.status.get(t) is Status.FAILED}
+    return SweepStatus(
+        name=plan.spec.name,
+        total=len(planned),
+        counts=dict(counts),
+        failed=failed,
+        invalid=states.invalid,
+        submissions=plan.submissions,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,12 +111,12 @@ def sweep_progress(results_dir: str | os.PathLike[str]) -> Progress:
     states: dict[str, str] = {}
     live_jobs = 0
     for submission in reversed(status.submissions):  # the latest submission of a trial counts
-        jobs = job_states(submission)
+        jobs = job_states(submission.executor, list(submission.job_ids))
         live_jobs += sum(s in _ACTIVE | _QUEUED for s in jobs.values())
-        for job_id, trial_ids in zip(submission["job_ids"], submission["chunks"], strict=False):
+        for job_id, trial_ids in submission.task_trials():
             for tid in trial_ids:
                 if tid not in done:
-                    states.setdefault(tid, jobs.get(str(job_id), ""))
+                    states.setdefault(tid, jobs.get(job_id, ""))
     running = sum(s in _ACTIVE for s in states.values())
     queued = sum(s in _QUEUED for s in states.values())
     return Progress(status=status, running=running, queued=queued, live_jobs=live_jobs)

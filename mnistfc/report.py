@@ -30,7 +30,9 @@ from mnistfc.aggregate import (
     usable,
 )
 from mnistfc.atomic import atomic_write_text
-from mnistfc.shards import shard_dir
+from mnistfc.plan import Plan
+from mnistfc.records import Status, list_shards, read_result, shard_dir
+from mnistfc.spec import SweepSpec
 
 SELECTION_RULE = (
     "Models are selected on validation accuracy (the last 2,000 test images); test accuracy "
@@ -70,16 +72,16 @@ def write_report(
     results = load_results(results_dir)
     require_trials(results, str(results_dir))
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
-    spec = (results.plan or {}).get("spec", {})
-    report = Report(title=f"mnistfc report: {spec.get('name', Path(results_dir).name)}")
+    spec = results.plan.spec if results.plan else None
+    report = Report(title=f"mnistfc report: {spec.name if spec else Path(results_dir).name}")
     csv_path = out / "results.csv"
     atomic_write_text(csv_path, results.frame.to_csv(index=False))
     report.files.append(csv_path)
     _overview(report, results, results_dir)
-    if spec.get("kind") == "grid" and len(spec.get("grid", {})) == 2:
+    if spec is not None and spec.kind == "grid" and len(spec.axes) == 2:
         _grid_section(report, results, spec, out, table_format)
-    elif spec.get("kind") == "random":
-        _random_section(report, results, spec, out, table_format)
+    elif spec is not None and spec.kind == "random" and results.plan is not None:
+        _random_section(report, results, results.plan, out, table_format)
     _best_section(report, results, table_format)
     report.files += _render(report, out)
     return report
@@ -89,20 +91,22 @@ def write_study_report(
     results_dir: str | os.PathLike[str], sweeps: list[str], table_format: str = "orgtbl"
 ) -> Report:
     """Write one report for a whole study: the single model, then each sweep's report."""
-    from mnistfc.shards import list_shards, read_shard
     from mnistfc.single import performance_table
 
     root = Path(results_dir)
     report = Report(title="mnistfc study: the exercise's single model, grid and random search")
     train = root / "train"
-    shards = [read_shard(p) for p in list_shards(train)]
-    completed = [s for s in shards if s["status"] == "completed"]
+    completed = []
+    for path in list_shards(train):
+        result = read_result(path)
+        if result.status is Status.COMPLETED:
+            completed.append(result)
     report.add("h2", "Single model")
     if completed:
-        record = completed[0]
-        config = ", ".join(f"{k}={v}" for k, v in record["config"].items())
-        table = performance_table(record["metrics"], table_format)
-        report.add("p", f"Config: {config}; best epoch {record['metrics']['best_epoch']}.")
+        result = completed[0]
+        config = ", ".join(f"{k}={v}" for k, v in result.config.to_dict().items())
+        table = performance_table(result.metrics or {}, table_format)
+        report.add("p", f"Config: {config}; best epoch {result.best_epoch}.")
         report.add("pre", table)
         report.text.append(f"Single model:\n{table}")
         for name, caption in _SINGLE_FIGURES:
@@ -122,14 +126,14 @@ def write_study_report(
 
 def _overview(report: Report, results: Results, results_dir: str | os.PathLike[str]) -> None:
     frame = results.frame
-    spec = (results.plan or {}).get("spec", {})
+    spec = results.plan.spec if results.plan else None
     counts = frame["status"].value_counts().to_dict()
-    planned = len(results.plan["trials"]) if results.plan else len(frame)
+    planned = len(results.plan.trials) if results.plan else len(frame)
     lines = [
-        f"Results folder `{Path(results_dir).resolve()}`; spec `{spec.get('name', '-')}` "
-        f"({spec.get('kind', 'trials')}"
-        + (f", protocol {spec.get('protocol')}" if spec.get("kind") == "random" else "")
-        + f", spec hash {(results.plan or {}).get('spec_hash', '-')}).",
+        f"Results folder `{Path(results_dir).resolve()}`; spec `{spec.name if spec else '-'}` "
+        f"({spec.kind if spec else 'trials'}"
+        + (f", protocol {spec.protocol}" if spec and spec.kind == "random" else "")
+        + f", spec hash {spec.spec_hash if spec else '-'}).",
         f"Trials: {planned} planned, {counts.get('completed', 0)} completed, "
         f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
         f"{len(results.missing)} missing, {len(results.skipped)} invalid shard(s) skipped.",
@@ -153,10 +157,8 @@ def _overview(report: Report, results: Results, results_dir: str | os.PathLike[s
     report.text += [line for line in lines[:3]]
 
 
-def _grid_section(
-    report: Report, results: Results, spec: dict[str, Any], out: Path, fmt: str
-) -> None:
-    rows, cols = list(spec["grid"])
+def _grid_section(report: Report, results: Results, spec: SweepSpec, out: Path, fmt: str) -> None:
+    rows, cols = (name for name, _ in spec.axes)
     frame = results.frame
     report.add("h2", f"Grid: {rows} x {cols}")
     cells = usable(frame).sort_values([rows, cols])
@@ -198,14 +200,11 @@ def _grid_section(
         report.text.append(sentence)
 
 
-def _random_section(
-    report: Report, results: Results, spec: dict[str, Any], out: Path, fmt: str
-) -> None:
-    plan = results.plan or {}
-    budgets = list(spec["budgets"])
-    if spec["protocol"] == "repeats":
+def _random_section(report: Report, results: Results, plan: Plan, out: Path, fmt: str) -> None:
+    budgets = list(plan.spec.budgets)
+    if plan.spec.protocol == "repeats":
         table = best_of_n_repeats(results.frame, plan)
-        title = f"Best of N over {spec['repeats']} independent repeats (mean ± std)"
+        title = f"Best of N over {plan.spec.repeats} independent repeats (mean ± std)"
         series = [
             ("validation", table["valid_mean"], table["valid_std"], table["valid_std"]),
             ("test (of the selected)", table["test_mean"], table["test_std"], table["test_std"]),

@@ -17,7 +17,7 @@ from mnistfc import plots
 from mnistfc.atomic import atomic_path, atomic_write_text
 from mnistfc.config import TrialConfig
 from mnistfc.data import load_dataset
-from mnistfc.shards import HISTORY_KEYS, Status, TrialResult, shard_path
+from mnistfc.records import HISTORY_KEYS, Status, SweepRef, TrialResult, shard_path
 
 SPLIT_LABELS = {"train": "Train", "valid": "Validation", "test": "Test"}
 N_PREDICTIONS = 10
@@ -41,7 +41,8 @@ def run_single(
     table_format: str = "orgtbl",
 ) -> SingleRun:
     """Train one model and write its shard, history, weights, table and plots under ``out_dir``."""
-    from mnistfc.train import EVAL_BATCH, run_trial
+    from mnistfc.runtime import EVAL_BATCH
+    from mnistfc.train import run_trial
 
     out = Path(out_dir)
     started = time.perf_counter()
@@ -52,7 +53,7 @@ def run_single(
         config,
         dataset,
         out,
-        sweep={"name": "train", "spec_hash": None},
+        sweep=SweepRef("train"),
         load_s=load_s,
         verbose=verbose,
     )
@@ -112,7 +113,7 @@ def _write_plots(
     names = plots.class_names(result.config.dataset)
     y_true = np.argmax(y_test, axis=1)
     y_pred = np.argmax(probabilities, axis=1)
-    best_epoch = (result.metrics or {}).get("best_epoch")
+    best_epoch = result.best_epoch
     paths = [
         out / name
         for name in (

@@ -1,4 +1,4 @@
-"""Sweep specs and cluster profiles: TOML files in jobs/, validated whole before anything runs.
+"""Sweep specs: TOML files in jobs/, validated whole before anything runs.
 
 Every problem in a file (and in its ``--set`` overrides) is collected and reported at once,
 so a typo is found on the submitting host, never after waiting in the SLURM queue.
@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from mnistfc.errors import ConfigError
 
 KINDS = ("grid", "random")
 PROTOCOLS = ("repeats", "pool")
-EXECUTORS = ("slurm", "local", "debug")
 MAX_TRIALS = 100_000  # a typo'd budget must not expand into a plan that fills the memory
 _TOP_KEYS = {
     "grid": {"name", "kind", "base", "grid"},
@@ -81,30 +79,6 @@ class SweepSpec:
         """Return a short hash identifying what this spec expands to."""
         canonical = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClusterProfile:
-    """Where and how array tasks run: submitit executor, sbatch resources, container image."""
-
-    executor: str = "local"
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    gpus_per_task: int = 0
-    cpus_per_task: int = 2
-    mem_gb: float = 8.0
-    timeout_min: int = 60
-    array_parallelism: int = 32
-    chunk: int = 0  # trials per task; 0 = auto (slurm: 1, local/debug: one task per lane)
-    max_parallel: int = 0
-    pack: bool = True  # trials sharing batch size and epochs train in one step (pack.py)
-    pack_mb: float = 1024.0  # memory budget of one pack
-    signal_delay_s: int = 90  # SLURM signals a task this long before its time limit (requeue)
-    container: str | None = None
-    container_binds: tuple[str, ...] = ()
-    setup: tuple[str, ...] = ()
-    sbatch: Mapping[str, Any] = field(default_factory=dict)
 
 
 def read_toml(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -168,70 +142,8 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     if kind == "random":
         extra = _random_settings(data, problems)
     if problems:
-        raise ConfigError(_format(where, problems))
+        raise ConfigError(format_problems(where, problems))
     return SweepSpec(name=name, kind=kind, base=base or TrialConfig(), axes=axes, **extra)
-
-
-def load_profile(path: str | Path | None, overrides: Sequence[str] = ()) -> ClusterProfile:
-    """Load a cluster profile (None: the local defaults); report every problem at once."""
-    data = read_toml(path, overrides) if path is not None else apply_overrides({}, overrides)
-    where = str(path) if path is not None else "default profile"
-    problems: list[str] = []
-    valid = {f.name: f for f in dataclasses.fields(ClusterProfile)}
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        problems.append(f"unknown key(s) {unknown}; valid: {sorted(valid)}")
-    values = {k: v for k, v in data.items() if k in valid}
-    for key in ("partition", "account", "qos", "container"):
-        if values.get(key) == "":
-            values[key] = None  # TOML has no null: an empty string means unset
-    for key in ("container_binds", "setup"):
-        if key in values:
-            if not isinstance(values[key], list) or not all(
-                isinstance(s, str) for s in values[key]
-            ):
-                problems.append(f"{key}: must be a list of strings, got {values[key]!r}")
-            else:
-                values[key] = tuple(values[key])
-    if "sbatch" in values and not isinstance(values["sbatch"], dict):
-        problems.append(
-            f"sbatch: must be a table of extra sbatch parameters, got {values['sbatch']!r}"
-        )
-    profile = ClusterProfile()
-    try:
-        profile = ClusterProfile(**values)
-    except TypeError as exc:
-        problems.append(str(exc))
-    problems += _profile_problems(profile)
-    if problems:
-        raise ConfigError(_format(where, problems))
-    return profile
-
-
-def _profile_problems(p: ClusterProfile) -> list[str]:
-    problems = []
-    if p.executor not in EXECUTORS:
-        problems.append(f"executor: {p.executor!r} is not one of {', '.join(EXECUTORS)}")
-    if p.executor == "slurm" and not p.partition:
-        problems.append("partition: a slurm profile needs a partition (see `sinfo -s`)")
-    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
-        value = getattr(p, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(f"{key}: must be a positive integer, got {value!r}")
-    for key in ("gpus_per_task", "max_parallel", "chunk", "signal_delay_s"):
-        value = getattr(p, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"{key}: must be an integer >= 0, got {value!r}")
-    for key in ("mem_gb", "pack_mb"):
-        if not _is_positive_number(getattr(p, key)):
-            problems.append(f"{key}: must be a finite number > 0, got {getattr(p, key)!r}")
-    if not isinstance(p.pack, bool):
-        problems.append(f"pack: must be true or false, got {p.pack!r}")
-    for key in ("partition", "account", "qos", "container"):
-        value = getattr(p, key)
-        if value is not None and not isinstance(value, str):
-            problems.append(f"{key}: must be a string, got {value!r}")
-    return problems
 
 
 def _base_config(base: Any, problems: list[str]) -> TrialConfig | None:
@@ -315,20 +227,11 @@ def _random_settings(data: Mapping[str, Any], problems: list[str]) -> dict[str, 
     }
 
 
-def _is_positive_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value) and value > 0
-    except OverflowError:  # an integer too large for a float
-        return False
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _format(where: str, problems: list[str]) -> str:
+def format_problems(where: str, problems: list[str]) -> str:
     if len(problems) == 1:
         return f"{where}: {problems[0]}"
     return f"{where} ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems)

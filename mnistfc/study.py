@@ -10,7 +10,9 @@ from typing import Any
 
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError
-from mnistfc.spec import ClusterProfile, SweepSpec, load_spec, read_toml
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.records import final_result
+from mnistfc.spec import SweepSpec, load_spec, read_toml
 
 SWEEPS = ("grid", "random")
 
@@ -70,31 +72,20 @@ def run_study(
     on_progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> Any:
     """Run every part (resuming whatever is already done) and write the study report."""
-    from mnistfc import cluster
+    from mnistfc import sweep
     from mnistfc.report import write_study_report
     from mnistfc.single import run_single
 
     results = Path(results_dir)
     # Plan every sweep first: a bad spec or missing data stops the study before any training.
     plans = [
-        (name, cluster.plan_submission(spec, profile, results / name, data_dir=data_dir))
+        (name, sweep.plan_submission(spec, profile, results / name, data_dir=data_dir))
         for name, spec in study.sweeps
     ]
-    if not _single_done(results / "train", study.train):
+    if final_result(results / "train", study.train.trial_id) is None:
         run_single(
             study.train, results / "train", data_dir, verbose=verbose, table_format=table_format
         )
     for name, plan in plans:
-        cluster.submit(plan, wait=True, on_progress=on_progress(name) if on_progress else None)
+        sweep.submit(plan, wait=True, on_progress=on_progress(name) if on_progress else None)
     return write_study_report(results, [name for name, _ in plans], table_format)
-
-
-def _single_done(folder: Path, config: TrialConfig) -> bool:
-    from mnistfc.errors import ShardError
-    from mnistfc.shards import read_shard, shard_path
-
-    path = shard_path(folder, config.trial_id)
-    try:
-        return path.exists() and read_shard(path)["status"] == "completed"
-    except ShardError:
-        return False

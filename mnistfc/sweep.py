@@ -1,168 +1,170 @@
-"""The sweep plan on disk, and what is done, failed or still missing against it.
+"""Run a sweep: expand the spec, plan the unfinished trials into packs and tasks, submit.
 
-``RESULTS/sweep.json`` records the spec, every planned trial (with its random-search tags)
-and each submission's job ids. It is what ``status`` and ``aggregate`` compare the shards
-with; the shards themselves remain the only record of results.
+Everything is decided and validated in ``plan_submission`` on the submitting host (nothing
+is queued yet); ``submit`` records the plan and hands the tasks to the executor's backend.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from mnistfc.atomic import atomic_write_text
-from mnistfc.claims import plan_locked
-from mnistfc.errors import ConfigError, ShardError
-from mnistfc.search import PlannedTrial
-from mnistfc.shards import Status, list_shards, read_shard
+from mnistfc.data import locate
+from mnistfc.errors import ConfigError
+from mnistfc.launch import backend
+from mnistfc.launch.base import SUBMITIT_DIR, Progress, SubmissionPlan
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.launch.tasks import Task, per_pack, reusable_packs
+from mnistfc.plan import Plan, Submission, load_plan, record_submission, save_plan
+from mnistfc.progress import read_states
+from mnistfc.search import PlannedTrial, chunk, expand
 from mnistfc.spec import SweepSpec
-
-log = logging.getLogger(__name__)
-
-PLAN_FILE = "sweep.json"
-PLAN_VERSION = 1
+from mnistfc.worker import TaskSpec, run_task
 
 
-def plan_path(results_dir: str | os.PathLike[str]) -> Path:
-    """Return where a results dir keeps its sweep plan."""
-    return Path(results_dir) / PLAN_FILE
-
-
-def save_plan(
-    results_dir: str | os.PathLike[str],
+def plan_submission(
     spec: SweepSpec,
-    trials: list[PlannedTrial],
-    data_dir: str | None,
-) -> dict[str, Any]:
-    """Write (or confirm) the plan; refuse a results dir that holds a different sweep."""
-    with plan_locked(results_dir):  # two sweeps at once: one writes, the other confirms
-        existing = read_plan(results_dir) if plan_path(results_dir).exists() else None
-        if existing is not None and existing["spec_hash"] != spec.spec_hash:
-            raise ConfigError(
-                f"{results_dir} holds sweep {existing['spec']['name']!r} (spec hash "
-                f"{existing['spec_hash']}), not this spec (hash {spec.spec_hash}); "
-                "use another --results folder, or the spec it was made with"
-            )
-        plan = {
-            "plan_version": PLAN_VERSION,
-            "spec_hash": spec.spec_hash,
-            "spec": spec.to_dict(),
-            "data_dir": data_dir,
-            "trials": [
-                {
-                    "trial_id": t.trial_id,
-                    "config": t.config.to_dict(),
-                    "tags": [dict(x) for x in t.tags],
-                }
-                for t in trials
-            ],
-            "submissions": existing["submissions"] if existing else [],
-        }
-        atomic_write_text(plan_path(results_dir), json.dumps(plan, indent=1) + "\n")
-        return plan
+    profile: ClusterProfile,
+    results_dir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    chunk_size: int | None = None,
+    max_parallel: int | None = None,
+    rerun_failed: bool = False,
+    pack: bool | None = None,
+) -> SubmissionPlan:
+    """Expand the spec, skip finished trials, plan the rest and check the executor can run.
 
-
-def read_plan(results_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a results dir's plan.
+    Packs recorded by earlier submissions whose trials are all unfinished are kept whole,
+    so a rerun resumes their checkpoints.
 
     Raises:
-        ConfigError: no plan (not a sweep results dir), or a plan this version cannot read.
+        ConfigError: container image missing, bad chunk or parallelism.
+        DataError: the dataset is not where the jobs would look.
     """
-    path = plan_path(results_dir)
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path} not found: {results_dir} is not a sweep results folder") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: unreadable sweep plan ({exc})") from exc
-    if not isinstance(plan, dict) or plan.get("plan_version") != PLAN_VERSION:
-        raise ConfigError(f"{path}: unknown plan version; expected {PLAN_VERSION}")
-    return plan
-
-
-def record_submission(results_dir: str | os.PathLike[str], submission: dict[str, Any]) -> None:
-    """Append one submission (executor, job ids, chunks) to the plan."""
-    with plan_locked(results_dir):  # two sweeps at once: neither record is lost
-        plan = read_plan(results_dir)
-        plan["submissions"].append(submission)
-        atomic_write_text(plan_path(results_dir), json.dumps(plan, indent=1) + "\n")
-
-
-@dataclass
-class ShardStates:
-    """The status of each trial that has a readable shard, and the shards that are not."""
-
-    status: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    invalid: dict[str, str] = field(default_factory=dict)
-
-
-def read_states(results_dir: str | os.PathLike[str]) -> ShardStates:
-    """Read every shard's status; an invalid shard is named, and its trial counts as missing."""
-    states = ShardStates()
-    for path in list_shards(results_dir):
-        try:
-            record = read_shard(path)
-        except ShardError as exc:
-            states.invalid[path.name] = str(exc)
-            continue
-        states.status[record["trial_id"]] = record["status"]
-        if record["error"]:
-            states.errors[record["trial_id"]] = _last_line(record["error"])
-    return states
-
-
-def pending(
-    trials: list[PlannedTrial], states: ShardStates, rerun_failed: bool = False
-) -> list[PlannedTrial]:
-    """Return the trials still to run: no shard yet, or a failed one when ``rerun_failed``."""
-    done = {Status.COMPLETED.value, Status.DIVERGED.value}
-    if not rerun_failed:
-        done.add(Status.FAILED.value)
-    return [t for t in trials if states.status.get(t.trial_id) not in done]
-
-
-@dataclass(frozen=True)
-class SweepStatus:
-    """Counts of a sweep's trials by outcome, against its plan."""
-
-    name: str
-    total: int
-    counts: dict[str, int]
-    failed: dict[str, str]
-    invalid: dict[str, str]
-    submissions: list[dict[str, Any]]
-
-    @property
-    def finished(self) -> int:
-        """Return how many trials have a final shard (completed, diverged or failed)."""
-        return sum(self.counts.get(s.value, 0) for s in Status)
-
-
-def sweep_status(results_dir: str | os.PathLike[str]) -> SweepStatus:
-    """Compare the shards on disk with the plan."""
-    plan = read_plan(results_dir)
-    states = read_states(results_dir)
-    planned = [t["trial_id"] for t in plan["trials"]]
-    counts = Counter(states.status.get(tid, "missing") for tid in planned)
-    failed = {
-        tid: states.errors.get(tid, "") for tid in planned if states.status.get(tid) == "failed"
-    }
-    return SweepStatus(
-        name=plan["spec"]["name"],
-        total=len(planned),
-        counts=dict(counts),
-        failed=failed,
-        invalid=states.invalid,
-        submissions=plan["submissions"],
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"--chunk must be >= 1, got {chunk_size}")
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel must be >= 1, got {max_parallel}")
+    results = Path(results_dir).resolve()
+    trials = expand(spec)
+    pending = set(read_states(results).pending([t.trial_id for t in trials],
+                                               rerun_failed=rerun_failed))  # fmt: skip
+    todo = [t for t in trials if t.trial_id in pending]
+    # Resolve the data on this host: jobs get an absolute folder that is known to hold it.
+    data_folder = str(locate(spec.base.dataset, data_dir)[0].parent.resolve())
+    for name in {t.config.dataset for t in trials} - {spec.base.dataset}:
+        locate(name, data_dir)
+    packed = profile.pack if pack is None else pack
+    chosen = backend(profile.executor)
+    resources = chosen.resources(
+        profile, spec_name=spec.name, max_parallel=max_parallel, packed=packed,
+        binds=[str(results), data_folder],
+    )  # fmt: skip
+    reused, new = reusable_packs(todo, _recorded_packs(results)) if packed else ([], todo)
+    tasks = chosen.group(
+        reused, new, profile=profile, size=chunk_size or profile.chunk, packed=packed,
+        parallel=resources.parallel,
+    )  # fmt: skip
+    return SubmissionPlan(
+        spec=spec,
+        profile=profile,
+        results_dir=results,
+        data_dir=data_folder,
+        total=len(trials),
+        skipped=len(trials) - len(todo),
+        tasks=[task for task in tasks if task],
+        resources=resources,
+        packed=packed,
+        reused=len(reused),
     )
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+def _recorded_packs(results: Path) -> list[tuple[str, ...]]:
+    try:
+        return load_plan(results).recorded_packs()
+    except ConfigError:  # no plan yet (or one save_plan will refuse with its own message)
+        return []
+
+
+def submit(
+    plan: SubmissionPlan, *, wait: bool | None = None, on_progress: Progress | None = None
+) -> tuple[Submission, list[str]]:
+    """Write the plan, submit the tasks and record the submission.
+
+    Returns the submission and the ids of failed jobs (empty when not waited for). ``wait``
+    defaults to the backend's choice: local and debug jobs are this process's children,
+    SLURM jobs outlive it.
+    """
+    chosen = backend(plan.profile.executor)
+    if plan.tasks:
+        chosen.check_ready()
+    saved = save_plan(plan.results_dir, plan.spec, expand(plan.spec), plan.data_dir)
+    if not plan.tasks:
+        return Submission(plan.profile.executor, (), plan.packed), []
+    specs = [_task_spec(plan, saved, task) for task in plan.tasks]
+    jobs = chosen.submit(plan, specs, plan.results_dir / SUBMITIT_DIR, on_progress)
+    submission = Submission(
+        executor=plan.profile.executor,
+        tasks=tuple(tuple(tuple(t.trial_id for t in pack) for pack in task) for task in plan.tasks),
+        packed=plan.packed,
+        job_ids=tuple(str(job.job_id) for job in jobs),
+    )
+    record_submission(plan.results_dir, submission)
+    if wait is None:
+        wait = chosen.waits_by_default
+    failed = chosen.wait(jobs, on_progress) if wait else []
+    return submission, failed
+
+
+def _task_spec(plan: SubmissionPlan, saved: Plan, task: Task) -> TaskSpec:
+    return TaskSpec(
+        results_dir=str(plan.results_dir),
+        data_dir=plan.data_dir,
+        sweep=saved.sweep,
+        packs=tuple(tuple(t.config for t in pack) for pack in task),
+        packed=plan.packed,
+        threads=plan.resources.threads,
+    )
+
+
+def write_plan(plan: SubmissionPlan, size: int) -> int:
+    """Write the sweep plan for plain sbatch arrays; return how many chunks of ``size`` it has."""
+    trials = expand(plan.spec)
+    save_plan(plan.results_dir, plan.spec, trials, plan.data_dir)
+    return len(chunk(trials, size))
+
+
+def run_planned_chunk(
+    results_dir: str | os.PathLike[str],
+    index: int,
+    size: int,
+    data_dir: str | None = None,
+    *,
+    pack: bool = True,
+) -> list[tuple[str, str]]:
+    """Run the ``index``-th chunk of ``size`` trials of a saved plan, in plan order, here.
+
+    Indices cover all planned trials (not only unfinished ones), and each chunk's packs are
+    planned from the plan alone, so a plain ``sbatch --array`` over them is stable and a
+    rerun of a chunk resumes its packs' checkpoints; finished trials are skipped.
+    """
+    plan = load_plan(results_dir)
+    if size < 1:
+        raise ConfigError(f"--size must be >= 1, got {size}")
+    chunks = chunk(list(plan.trials), size)
+    if not 0 <= index < len(chunks):
+        raise ConfigError(
+            f"chunk index {index} out of range: {len(plan.trials)} trials in chunks of "
+            f"{size} give indices 0-{len(chunks) - 1}"
+        )
+    trials: list[PlannedTrial] = chunks[index]
+    packs = per_pack([], trials, size=len(trials), packed=pack, pack_mb=ClusterProfile().pack_mb)
+    task = TaskSpec(
+        results_dir=str(Path(results_dir).resolve()),
+        data_dir=data_dir or plan.data_dir,
+        sweep=plan.sweep,
+        packs=tuple(tuple(t.config for t in p) for task in packs for p in task),
+        packed=pack,
+    )
+    return run_task(task)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
-import socket
 import time
 import traceback
 from typing import Any
@@ -21,14 +19,10 @@ from mnistfc.config import TrialConfig
 from mnistfc.data import Dataset
 from mnistfc.errors import ConfigError
 from mnistfc.model import build_model
-from mnistfc.shards import Status, TrialResult, write_shard
+from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
+from mnistfc.runtime import EVAL_BATCH, configure_gpus, environment
 
 log = logging.getLogger(__name__)
-
-# Evaluation batch size changes only the float summation order, never the math; a large one
-# keeps the per-epoch pass over all 60,000 training images cheap.
-EVAL_BATCH = 2048
-_SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION")
 
 
 def run_trial(
@@ -36,7 +30,7 @@ def run_trial(
     dataset: Dataset,
     results_dir: str | os.PathLike[str] | None = None,
     *,
-    sweep: dict[str, Any] | None = None,
+    sweep: SweepRef | None = None,
     load_s: float = 0.0,
     verbose: int = 0,
 ) -> TrialResult:
@@ -51,16 +45,13 @@ def run_trial(
     try:
         result = _train_and_evaluate(config, dataset, sweep=sweep, load_s=load_s, verbose=verbose)
     except Exception:
-        failed = TrialResult(
-            config=config,
-            status=Status.FAILED,
-            metrics=None,
-            history=[],
-            timing={"load_s": load_s, "total_s": load_s + time.perf_counter() - started},
+        failed = failed_result(
+            config,
+            traceback.format_exc(),
             env=environment(),
+            timing={"load_s": load_s, "total_s": load_s + time.perf_counter() - started},
             data=dataset.describe(),
             sweep=sweep,
-            error=traceback.format_exc(),
         )
         if results_dir is not None:
             write_shard(results_dir, failed)
@@ -74,7 +65,7 @@ def _train_and_evaluate(
     config: TrialConfig,
     dataset: Dataset,
     *,
-    sweep: dict[str, Any] | None,
+    sweep: SweepRef | None,
     load_s: float,
     verbose: int,
 ) -> TrialResult:
@@ -152,44 +143,6 @@ def _history_records(history: dict[str, list[float]]) -> list[dict[str, float | 
 
 def _float_or_none(values: list[float]) -> float | None:
     return float(values[0]) if values else None
-
-
-def environment() -> dict[str, Any]:
-    """Describe where a trial ran: host, versions, device, SLURM ids and container image."""
-    import numpy
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return {
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "device": ", ".join(_gpu_name(g) for g in gpus) if gpus else "cpu",
-        "slurm": {v.lower(): os.environ[v] for v in _SLURM_VARS if v in os.environ},
-        "container": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("MNISTFC_IMAGE"),
-    }
-
-
-def _gpu_name(device: Any) -> str:
-    import tensorflow as tf
-
-    details = tf.config.experimental.get_device_details(device)
-    return str(details.get("device_name", device.name))
-
-
-def configure_gpus() -> None:
-    """Let several trials or processes share a GPU (memory grows on demand)."""
-    # Grow GPU memory on demand so several trials (processes) can share one GPU; this must run
-    # before TensorFlow first touches the device, and raises RuntimeError after that.
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            log.debug("GPU %s already initialised; memory growth unchanged", gpu.name)
 
 
 def _check_dataset_matches(config: TrialConfig, dataset: Dataset) -> None:

@@ -12,10 +12,10 @@ import pytest
 from mnistfc import cli
 from mnistfc.aggregate import best_of_n_pool, best_of_n_repeats, load_results
 from mnistfc.config import TrialConfig
+from mnistfc.plan import save_plan
+from mnistfc.records import Status, TrialResult, write_shard
 from mnistfc.search import expand
-from mnistfc.shards import Status, TrialResult, write_shard
 from mnistfc.spec import spec_from_dict
-from mnistfc.sweep import save_plan
 
 GRID = {
     "kind": "grid",

@@ -14,10 +14,10 @@ from conftest import make_arrays, write_npz
 from sweeps import write_tiny_grid
 
 from mnistfc.claims import Claims
+from mnistfc.records import SweepRef, list_shards, read_shard
 from mnistfc.search import expand
-from mnistfc.shards import list_shards, read_shard
 from mnistfc.spec import load_spec
-from mnistfc.worker import ChunkTask, run_chunk
+from mnistfc.worker import TaskSpec, run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,15 +56,14 @@ def test_a_worker_waits_for_a_trial_claimed_elsewhere_and_runs_it_if_unfinished(
     assert other.claim(configs[0].trial_id)
     # The holder "dies" after a moment without finishing: the worker then runs the trial.
     threading.Timer(3.0, other.release_all).start()
-    task = ChunkTask(
+    task = TaskSpec(
         results_dir=str(results),
         data_dir=str(npz_dir),
-        sweep={"name": "tiny", "spec_hash": spec.spec_hash},
-        configs=tuple(c.to_dict() for c in configs),
-        pack=True,
+        sweep=SweepRef("tiny", spec.spec_hash),
+        packs=(tuple(configs),),
     )
     started = time.monotonic()
-    outcome = [(o["trial_id"], o["status"]) for o in run_chunk(task)]
+    outcome = run_task(task)
     assert time.monotonic() - started >= 3.0  # it waited for the holder
     assert outcome[-1] == (configs[0].trial_id, "completed")  # run last, after the wait
     assert {s for _, s in outcome} == {"completed"} and len(outcome) == len(configs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mnistfc import cli
-from mnistfc.shards import list_shards, read_shard
+from mnistfc.records import list_shards, read_shard
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--units", "16", "--batch-size", "64", "--epochs", "2", "--valid-size", "28"]

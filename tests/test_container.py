@@ -29,8 +29,8 @@ from sweeps import write_tiny_grid
 
 import mnistfc
 from mnistfc import cli
+from mnistfc.records import list_shards, read_shard
 from mnistfc.search import chunk
-from mnistfc.shards import list_shards, read_shard
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,7 +11,7 @@ import pytest
 from sweeps import write_tiny_grid
 
 from mnistfc import cli
-from mnistfc.shards import list_shards, read_shard, shard_dir
+from mnistfc.records import list_shards, read_shard, shard_dir
 
 
 def _mount(*args: str) -> None:

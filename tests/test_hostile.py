@@ -33,10 +33,11 @@ from mnistfc import cli
 from mnistfc.config import ACTIVATIONS, DATASETS, TrialConfig
 from mnistfc.data import IMAGE_SHAPE, N_CLASSES, RawDataset, load_raw
 from mnistfc.errors import ConfigError, DataError, ShardError
+from mnistfc.launch.profile import ClusterProfile, load_profile
+from mnistfc.plan import save_plan
+from mnistfc.records import HISTORY_KEYS, SPLITS, TIMING_KEYS, Status, read_shard
 from mnistfc.search import expand
-from mnistfc.shards import HISTORY_KEYS, SPLITS, TIMING_KEYS, Status, read_shard
-from mnistfc.spec import ClusterProfile, apply_overrides, load_profile, load_spec, spec_from_dict
-from mnistfc.sweep import save_plan
+from mnistfc.spec import apply_overrides, load_spec, spec_from_dict
 
 FAST = settings(max_examples=50, deadline=None)
 FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mnistfc.cluster import plan_submission
 from mnistfc.config import TrialConfig
-from mnistfc.pack import balance, pack_bytes, pack_key, plan_packs, trial_cost
-from mnistfc.spec import load_profile, load_spec
+from mnistfc.launch.profile import load_profile
+from mnistfc.pack.planner import balance, pack_bytes, pack_key, plan_packs, trial_cost
+from mnistfc.spec import load_spec
+from mnistfc.sweep import plan_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,39 +62,45 @@ def _plan(tmp_path: Path, npz_dir: Path, spec: str, *overrides: str, **kwargs: o
 def test_slurm_runs_one_array_task_per_pack(tmp_path: Path, npz_dir: Path) -> None:
     slurm = ("executor=slurm", "partition=p")
     grid = _plan(tmp_path, npz_dir, "grid.toml", *slurm)
-    assert grid.pack and len(grid.chunks) == 1 and len(grid.chunks[0]) == 25
+    assert grid.packed and len(grid.task_trials) == 1 and len(grid.task_trials[0]) == 25
     pool = _plan(tmp_path, npz_dir, "random.toml", *slurm, "protocol=pool")
-    assert sorted({len({t.config.batch_size for t in c}) for c in pool.chunks}) == [1]
-    assert len(pool.chunks) == 5  # the five batch sizes
+    assert sorted({len({t.config.batch_size for t in c}) for c in pool.task_trials}) == [1]
+    assert len(pool.task_trials) == 5  # the five batch sizes
     unpacked = _plan(tmp_path, npz_dir, "grid.toml", *slurm, pack=False)
-    assert len(unpacked.chunks) == 25 and not unpacked.pack
+    assert len(unpacked.task_trials) == 25 and not unpacked.packed
 
 
 def test_local_lanes_split_the_work_and_share_the_cores(
     tmp_path: Path, npz_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    monkeypatch.setattr("mnistfc.cluster.usable_cores", lambda: 8)
+    monkeypatch.setattr("mnistfc.launch.local.usable_cores", lambda: 8)
     plan = _plan(tmp_path, npz_dir, "grid.toml", "executor=local")
-    assert plan.max_parallel == 4 and len(plan.chunks) == 4 and plan.threads == 2
-    assert sum(len(c) for c in plan.chunks) == 25
+    assert plan.resources.parallel == 4 and len(plan.tasks) == 4
+    assert plan.resources.threads == 2
+    assert sum(len(c) for c in plan.task_trials) == 25
     chunked = _plan(tmp_path, npz_dir, "grid.toml", "executor=local", chunk_size=10)
-    assert [len(c) for c in chunked.chunks] == [10, 10, 5]
+    assert [len(c) for c in chunked.task_trials] == [10, 10, 5]
     off = _plan(tmp_path, npz_dir, "grid.toml", "executor=local", "pack=false")
-    assert off.threads == 0 and off.max_parallel == 1
+    assert off.resources.threads == 0 and off.resources.parallel == 1
 
 
 def test_lanes_count_the_cores_this_process_may_use() -> None:
-    import os
+    """Under `taskset` or `docker --cpuset-cpus` a process may use fewer cores than exist."""
+    import subprocess
+    import sys
 
-    from mnistfc.cluster import usable_cores
-
-    assert usable_cores() == len(os.sched_getaffinity(0))
+    pinned = subprocess.run(
+        [sys.executable, "-c", "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+         "from mnistfc.launch.local import usable_cores; print(usable_cores(), os.cpu_count())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert pinned[0] == "1"  # not os.cpu_count(), which is pinned[1]
 
 
 def test_packing_and_signal_settings_are_validated_and_reach_sbatch() -> None:
-    from mnistfc.cluster import sbatch_parameters
     from mnistfc.errors import ConfigError
+    from mnistfc.launch.slurm import sbatch_parameters
 
     with pytest.raises(ConfigError) as bad:
         load_profile(None, ['pack="yes"', "pack_mb=0", "signal_delay_s=-5"])

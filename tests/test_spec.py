@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from mnistfc.errors import ConfigError
-from mnistfc.spec import load_profile, load_spec, spec_from_dict
+from mnistfc.launch.profile import load_profile
+from mnistfc.spec import load_spec, spec_from_dict
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

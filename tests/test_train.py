@@ -9,7 +9,7 @@ import pytest
 from mnistfc.config import TrialConfig
 from mnistfc.data import RawDataset, load_dataset, preprocess
 from mnistfc.errors import ConfigError
-from mnistfc.shards import Status, list_shards, read_shard
+from mnistfc.records import Status, SweepRef, list_shards, read_shard
 from mnistfc.train import run_trial
 
 
@@ -24,9 +24,7 @@ def small(**overrides: object) -> TrialConfig:
 
 
 def test_a_learnable_task_is_learned_and_the_shard_is_complete(dataset, tmp_path: Path) -> None:
-    result = run_trial(
-        small(), dataset, tmp_path, sweep={"name": "t", "spec_hash": "x"}, load_s=0.5
-    )
+    result = run_trial(small(), dataset, tmp_path, sweep=SweepRef("t", "x"), load_s=0.5)
     assert result.status is Status.COMPLETED
     assert result.metrics["valid"]["accuracy"] >= 0.95
     assert result.metrics["test"]["accuracy"] >= 0.95

@@ -17,8 +17,8 @@ from sweeps import write_tiny_grid
 from mnistfc import cli
 from mnistfc.config import TrialConfig
 from mnistfc.data import load_dataset
-from mnistfc.packtrain import run_pack
-from mnistfc.shards import list_shards, read_shard
+from mnistfc.pack.engine import run_pack
+from mnistfc.records import list_shards, read_shard
 
 pytestmark = pytest.mark.cluster
 

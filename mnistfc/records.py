@@ -1,4 +1,9 @@
-"""The result schema: one JSON shard per trial, written atomically, read back with validation."""
+"""The result record: one JSON shard per trial, written atomically, read back typed.
+
+This is the only module that opens a shard. It owns the schema both ways (``TrialResult``
+to JSON and back, validated once on read), ``Status`` with the one rule for which trials are
+final, and the one builder of a failed result.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,11 @@ SPLITS = ("train", "valid", "test")
 SPLIT_METRICS = ("loss", "accuracy", "error_pct")
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "train_loss", "train_acc")
 TIMING_KEYS = ("load_s", "fit_s", "eval_s", "total_s")
+# results.csv's config columns: the searched settings first, as the exercise's tables read.
+ROW_CONFIG_ORDER = (
+    "units", "dropout", "activation", "learning_rate", "batch_size", "epochs", "seed",
+    "dataset", "valid_size",
+)  # fmt: skip
 
 
 class Status(str, enum.Enum):
@@ -41,6 +51,39 @@ class Status(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     DIVERGED = "diverged"
+
+    @property
+    def is_result(self) -> bool:
+        """Return whether the trial is a draw of the study (completed or diverged), not a fault."""
+        return self is not Status.FAILED
+
+    def is_final(self, *, rerun_failed: bool = False) -> bool:
+        """Return whether a trial with this status is never run again.
+
+        Completed and diverged trials are results; a failed one is final too, unless the
+        user asks for failed trials to be rerun (``--rerun-failed``).
+        """
+        return self.is_result or not rerun_failed
+
+
+@dataclass(frozen=True)
+class SweepRef:
+    """Which sweep a trial belongs to: its name and the hash of its spec (None: no spec)."""
+
+    name: str
+    spec_hash: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the shard's ``sweep`` object."""
+        return {"name": self.name, "spec_hash": self.spec_hash}
+
+    @classmethod
+    def from_json(cls, data: Any) -> SweepRef | None:
+        """Read a shard's ``sweep`` object (None or a malformed one: no reference)."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return None
+        spec_hash = data.get("spec_hash")
+        return cls(name=data["name"], spec_hash=spec_hash if isinstance(spec_hash, str) else None)
 
 
 @dataclass(frozen=True)
@@ -54,7 +97,7 @@ class TrialResult:
     timing: dict[str, float]
     env: dict[str, Any]
     data: dict[str, Any] | None = None
-    sweep: dict[str, Any] | None = None
+    sweep: SweepRef | None = None
     error: str | None = None
     model: Any = field(default=None, compare=False, repr=False)
 
@@ -67,7 +110,7 @@ class TrialResult:
         """Return the shard as a JSON-safe dict in schema order (non-finite floats -> null)."""
         record = {
             "schema_version": SCHEMA_VERSION,
-            "sweep": self.sweep,
+            "sweep": self.sweep.to_json() if self.sweep else None,
             "trial_id": self.trial_id,
             "config": self.config.to_dict(),
             "seed": self.config.seed,
@@ -80,6 +123,81 @@ class TrialResult:
             "error": self.error,
         }
         return _json_safe(record)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any], where: str = "<shard>") -> TrialResult:
+        """Build the result a shard records; the record is validated first."""
+        validate_record(record, where)
+        return cls(
+            config=TrialConfig.from_dict(record["config"]),
+            status=Status(record["status"]),
+            metrics=record["metrics"],
+            history=record["history"],
+            timing=record["timing"],
+            env=record["env"],
+            data=record["data"],
+            sweep=SweepRef.from_json(record["sweep"]),
+            error=record["error"],
+        )
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Return the epoch whose weights were restored (best validation accuracy)."""
+        return (self.metrics or {}).get("best_epoch")
+
+    def accuracy(self, split: str) -> float | None:
+        """Return the accuracy on ``train``, ``valid`` or ``test`` (None if not measured)."""
+        return ((self.metrics or {}).get(split) or {}).get("accuracy")
+
+    def to_row(self) -> dict[str, Any]:
+        """Return the flat row of the per-trial table (``results.csv``): config, metrics,
+        timing and where it ran; NaN for what the trial did not measure."""
+        row: dict[str, Any] = {"trial_id": self.trial_id, "status": self.status.value}
+        config = self.config.to_dict()
+        row.update({k: config[k] for k in ROW_CONFIG_ORDER})
+        metrics = self.metrics or {}
+        for split in SPLITS:
+            for name in SPLIT_METRICS:
+                row[f"{split}_{name}"] = (metrics.get(split) or {}).get(name, math.nan)
+        row["best_epoch"] = metrics.get("best_epoch")
+        for key in TIMING_KEYS:
+            row[key] = self.timing.get(key, math.nan)
+        # A packed trial is charged its share (total_s) but ran for the whole pack (elapsed_s).
+        row["elapsed_s"] = self.timing.get("elapsed_s", row["total_s"])
+        row["host"] = self.env.get("host")
+        row["device"] = self.env.get("device")
+        slurm = self.env.get("slurm") or {}
+        row["slurm_job"] = slurm.get("slurm_array_job_id") or slurm.get("slurm_job_id")
+        row["slurm_task"] = slurm.get("slurm_array_task_id")
+        return row
+
+    def last_error_line(self) -> str:
+        """Return the last non-empty line of a failed trial's traceback ("" if none)."""
+        lines = [line for line in (self.error or "").strip().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+
+def failed_result(
+    config: TrialConfig,
+    error: str,
+    *,
+    env: dict[str, Any],
+    timing: dict[str, float] | None = None,
+    data: dict[str, Any] | None = None,
+    sweep: SweepRef | None = None,
+) -> TrialResult:
+    """Return the record of a trial that raised: its traceback, and whatever was known."""
+    return TrialResult(
+        config=config,
+        status=Status.FAILED,
+        metrics=None,
+        history=[],
+        timing=timing or {},
+        env=env,
+        data=data,
+        sweep=sweep,
+        error=error,
+    )
 
 
 def shard_dir(results_dir: str | os.PathLike[str]) -> Path:
@@ -102,18 +220,47 @@ def write_shard(results_dir: str | os.PathLike[str], result: TrialResult) -> Pat
 
 
 def read_shard(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate one shard.
+    """Read and validate one shard as its raw JSON object (``read_result`` gives it typed).
 
     Raises:
         ShardError: unreadable, not JSON, unknown schema version, or a field of the wrong kind.
     """
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ShardError(f"{path}: not a readable JSON shard ({exc})") from exc
+    record = _load_json(Path(path))
     validate_record(record, str(path))
     return record
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ShardError(f"{path}: not a readable JSON shard ({exc})") from exc
+
+
+def read_result(path: str | os.PathLike[str]) -> TrialResult:
+    """Read one shard as a typed result (validated; ShardError when it is not usable)."""
+    path = Path(path)
+    result = TrialResult.from_json(_load_json(path), str(path))
+    if path.stem != result.trial_id:  # a copy under another name would count twice
+        raise ShardError(f"{path}: file name does not match trial_id {result.trial_id}")
+    return result
+
+
+def final_result(
+    results_dir: str | os.PathLike[str], trial_id: str, *, rerun_failed: bool = False
+) -> TrialResult | None:
+    """Return a trial's result if its shard is final (see ``Status.is_final``), else None.
+
+    A missing, torn or invalid shard is not final: the trial runs (again).
+    """
+    path = shard_path(results_dir, trial_id)
+    if not path.exists():
+        return None
+    try:
+        result = read_result(path)
+    except ShardError:
+        return None
+    return result if result.status.is_final(rerun_failed=rerun_failed) else None
 
 
 def list_shards(results_dir: str | os.PathLike[str]) -> list[Path]:

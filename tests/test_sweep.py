@@ -10,9 +10,11 @@ import pytest
 from sweeps import write_tiny_grid
 
 from mnistfc import cli
-from mnistfc.cluster import plan_submission, sbatch_script
-from mnistfc.shards import list_shards, read_shard
-from mnistfc.spec import load_profile, load_spec
+from mnistfc.launch.profile import load_profile
+from mnistfc.launch.slurm import sbatch_script
+from mnistfc.records import list_shards, read_shard
+from mnistfc.spec import load_spec
+from mnistfc.sweep import plan_submission
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ def test_container_profile_runs_python_inside_apptainer(tiny, tmp_path: Path) ->
     profile = load_profile(None, ["executor=slurm", "partition=gpu", f"container='{image}'",
                                   "container_binds=['/scratch']"])  # fmt: skip
     plan = plan_submission(load_spec(spec), profile, tmp_path / "r", data_dir=str(data))
-    assert plan.python == (
+    assert plan.resources.settings.python == (
         f"apptainer exec --nv --bind {tmp_path / 'r'},{data},/scratch {image} python3"
     )
     assert f"srun --unbuffered --output {tmp_path / 'r'}" in sbatch_script(plan)
@@ -166,6 +168,17 @@ def test_slurm_input_errors(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         == 2
     )
     assert "sbatch not found on PATH" in capsys.readouterr().err
+    # sbatch alone is not enough: submitit's tasks start with srun
+    (tmp_path / "sbatch-only").mkdir()
+    (tmp_path / "sbatch-only" / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "sbatch-only" / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "sbatch-only"))
+    assert (
+        sweep(spec, tmp_path / "r", data, "--executor", "slurm", "--cluster-set", "partition=x")
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "srun not found on PATH" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "sweep.json").exists()
 
 
@@ -188,7 +201,7 @@ def test_status_of_a_folder_without_a_plan(tmp_path: Path, capsys) -> None:
 
 
 def test_local_executor_gives_each_concurrent_task_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mnistfc.cluster import visible_gpus
+    from mnistfc.launch.local import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert visible_gpus() == ("0", "1")

@@ -7,7 +7,6 @@ so a trial's numbers do not depend on which other trials share its step.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,12 +30,6 @@ class Group:
     @property
     def learning_rate(self) -> float:
         return self.configs[0].learning_rate
-
-
-def pack_id(configs: list[TrialConfig]) -> str:
-    """Return a stable name for a pack: the hash of its sorted trial ids."""
-    joined = ",".join(sorted(c.trial_id for c in configs))
-    return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
 def initial_weights(configs: list[TrialConfig]) -> list[list[np.ndarray]]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from mnistfc import runtime
 from mnistfc.config import TrialConfig
 from mnistfc.data import RawDataset, load_dataset, preprocess
+from mnistfc.errors import ConfigError, Interrupted
 from mnistfc.model import build_model
-from mnistfc.packmath import pack_id
-from mnistfc.packstate import checkpoint_path
-from mnistfc.packtrain import _Pack, run_pack
-from mnistfc.shards import Status, list_shards, read_shard
+from mnistfc.pack import engine
+from mnistfc.pack.engine import run_pack
+from mnistfc.pack.model import PackedModel
+from mnistfc.pack.planner import pack_id
+from mnistfc.pack.state import checkpoint_path
+from mnistfc.records import Status, SweepRef, list_shards, read_shard
 from mnistfc.train import run_trial
 
 
@@ -36,28 +42,18 @@ MIXED = [
 ]
 
 
-def _trial_weights(pack: _Pack, index: int, best: bool = False) -> list[np.ndarray]:
-    for group in pack.groups:
-        if index in group.members:
-            pos = group.members.index(index)
-            source = group.best if best else group.weights
-            w1, b1, w2, b2 = (v.numpy()[pos] for v in source)
-            return [w1, b1[0], w2, b2[0]]
-    raise AssertionError(f"trial {index} not in pack")
-
-
 def test_initial_weights_are_the_keras_models_of_each_seed(dataset) -> None:
-    pack = _Pack(MIXED, dataset)
+    pack = PackedModel(MIXED, dataset)
     for i, config in enumerate(MIXED):
         tf.keras.utils.set_random_seed(config.seed)
         expected = build_model(config).get_weights()
-        for got, want in zip(_trial_weights(pack, i), expected, strict=True):
+        for got, want in zip(pack.trial_weights(i), expected, strict=True):
             np.testing.assert_array_equal(got, want)
 
 
 def test_packed_adam_steps_equal_keras_steps_for_every_trial(dataset) -> None:
     """Same start, same batches, no dropout: each trial follows its own Keras model exactly."""
-    pack = _Pack(MIXED, dataset)
+    pack = PackedModel(MIXED, dataset)
     models = []
     for config in MIXED:
         tf.keras.utils.set_random_seed(config.seed)
@@ -69,12 +65,12 @@ def test_packed_adam_steps_equal_keras_steps_for_every_trial(dataset) -> None:
         # Every seed's data order gets the same batch here, so the models see the same data.
         xs = np.repeat(x[None], len(pack.seeds), axis=0)
         ys = np.repeat(np.argmax(y, 1)[None].astype(np.int32), len(pack.seeds), axis=0)
-        loss, hits = pack._step(tf.constant(xs), tf.constant(ys), tf.constant(step, tf.int64))
+        loss, hits = pack.step(tf.constant(xs), tf.constant(ys), tf.constant(step, tf.int64))
         for i, model in enumerate(models):
             keras_loss = model.train_on_batch(x, y, return_dict=True)["loss"]
             assert loss.numpy()[i] == pytest.approx(keras_loss, rel=1e-5, abs=1e-6)
     for i, model in enumerate(models):
-        for got, want in zip(_trial_weights(pack, i), model.get_weights(), strict=True):
+        for got, want in zip(pack.trial_weights(i), model.get_weights(), strict=True):
             # Float summation order differs; an Adam step moves a weight by ~lr, so 2e-5 is
             # 0.2% of one step at lr 1e-2.
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
@@ -111,7 +107,7 @@ def test_a_pack_of_one_learns_like_the_keras_trial(dataset) -> None:
 
 
 def test_shards_record_history_best_epoch_and_the_engine(dataset, tmp_path: Path) -> None:
-    results = run_pack(MIXED, dataset, tmp_path, sweep={"name": "t", "spec_hash": "x"})
+    results = run_pack(MIXED, dataset, tmp_path, sweep=SweepRef("t", "x"))
     shards = {read_shard(p)["trial_id"]: read_shard(p) for p in list_shards(tmp_path)}
     assert set(shards) == {c.trial_id for c in MIXED}
     for result in results:
@@ -145,10 +141,10 @@ def test_a_diverging_trial_is_diverged_and_its_pack_mates_are_not(dataset) -> No
 def test_an_exception_writes_failed_shards_for_the_whole_pack(
     dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def out_of_memory(self: _Pack, **kwargs: object) -> None:
+    def out_of_memory(self: PackedModel, *args: object) -> None:
         raise MemoryError("simulated out-of-memory in the packed step")
 
-    monkeypatch.setattr(_Pack, "train", out_of_memory)
+    monkeypatch.setattr(PackedModel, "train_steps", out_of_memory)
     with pytest.raises(MemoryError):
         run_pack(MIXED[:2], dataset, tmp_path)
     records = [read_shard(p) for p in list_shards(tmp_path)]
@@ -157,7 +153,7 @@ def test_an_exception_writes_failed_shards_for_the_whole_pack(
 
 
 def test_trials_that_cannot_share_a_step_are_refused(dataset) -> None:
-    with pytest.raises(ValueError, match="one batch size"):
+    with pytest.raises(ConfigError, match="one batch size"):
         run_pack([small(batch_size=32), small(batch_size=64)], dataset)
 
 
@@ -177,19 +173,49 @@ def test_packed_and_keras_grids_agree_on_real_mnist(real_mnist_dir: Path) -> Non
         ), config
 
 
-def test_a_killed_pack_resumes_from_its_last_epoch_with_identical_numbers(
-    dataset, tmp_path: Path
+def _stop_after(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int | None = None) -> None:
+    """Send this process a real SIGTERM once training reaches (epoch, step): the stop request
+    is honoured at the next boundary, as when SLURM requeues or cancels the task."""
+    seen = {"epoch": 0}
+    real_permutations, real_steps = PackedModel.permutations, PackedModel.train_steps
+
+    def permutations(self: PackedModel, e: int) -> object:
+        seen["epoch"] = e
+        return real_permutations(self, e)
+
+    def train_steps(self: PackedModel, perms: object, start: int, stop: int) -> object:
+        out = real_steps(self, perms, start, stop)
+        if seen["epoch"] == epoch and (step is None or start == step):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(PackedModel, "permutations", permutations)
+    monkeypatch.setattr(PackedModel, "train_steps", train_steps)
+
+
+@pytest.mark.parametrize("where", ["epoch end", "mid-epoch"])
+def test_a_stopped_pack_resumes_with_identical_numbers(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
+    """SIGTERM saves at the next step boundary (mid-epoch) or at the epoch's end; a rerun
+    resumes there and ends with exactly the numbers of an uninterrupted run."""
+    monkeypatch.setattr(engine, "SEGMENT_STEPS", 4)  # 16 steps an epoch: 4 segments
     configs = [small(dropout=0.3, seed=1, epochs=4), small(units=8, seed=2, epochs=4)]
     uninterrupted = run_pack(configs, dataset)
     checkpoint = checkpoint_path(tmp_path, pack_id(configs))
-    first_run = _Pack(configs, dataset, checkpoint)
-    first_run.epochs = 2  # the task is killed after its second epoch's state was saved
-    first_run.train(sweep=None, load_s=0.0)
+    with monkeypatch.context() as patched:
+        _stop_after(patched, epoch=2, step=4 if where == "mid-epoch" else 12)
+        with pytest.raises(Interrupted, match="epoch 2, step 8" if where == "mid-epoch" else
+                           "after epoch 2"):  # fmt: skip
+            run_pack(configs, dataset, tmp_path)
     assert checkpoint.exists() and list_shards(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is not runtime._request_stop  # handler restored
     resumed = run_pack(configs, dataset, tmp_path)
     assert not checkpoint.exists()  # the shards hold the results now
     for a, b in zip(uninterrupted, resumed, strict=True):
+        assert [h["loss"] for h in b.history] == pytest.approx(
+            [h["loss"] for h in a.history], rel=1e-6
+        )
         assert [h["val_loss"] for h in b.history] == pytest.approx(
             [h["val_loss"] for h in a.history], rel=1e-6
         )
@@ -198,13 +224,20 @@ def test_a_killed_pack_resumes_from_its_last_epoch_with_identical_numbers(
             assert b.metrics[split] == pytest.approx(a.metrics[split], rel=1e-6)
 
 
-def test_an_unusable_checkpoint_is_ignored(dataset, tmp_path: Path) -> None:
+def test_an_unusable_checkpoint_is_ignored(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configs = [small(epochs=2)]
     checkpoint = checkpoint_path(tmp_path, pack_id(configs))
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a checkpoint")
     assert run_pack(configs, dataset, tmp_path)[0].status is Status.COMPLETED
     other = [small(epochs=2, seed=9)]
-    _Pack(other, dataset, checkpoint).train(sweep=None, load_s=0.0)  # another pack's state
+    # another pack's state under this pack's name (a stopped run of `other`, moved over)
+    with monkeypatch.context() as patched:
+        _stop_after(patched, epoch=1)
+        with pytest.raises(Interrupted):
+            run_pack(other, dataset, tmp_path)
+    checkpoint_path(tmp_path, pack_id(other)).rename(checkpoint)
     result = run_pack(configs, dataset, tmp_path)[0]
     assert len(result.history) == 2 and result.history[0]["epoch"] == 1

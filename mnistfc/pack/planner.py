@@ -1,4 +1,4 @@
-"""Decide which trials train together in one packed step (no TensorFlow here).
+"""Decide which trials train together in one packed step, and name each pack (no TensorFlow).
 
 Trials pack when they read the same batch stream shape: same dataset, validation split, batch
 size and epochs. Everything else (units, dropout, activation, learning rate, seed) may differ
@@ -8,6 +8,7 @@ node.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -22,6 +23,12 @@ DEFAULT_PACK_MB = 1024
 _BYTES_PER_PARAM = 5 * 4
 # Per hidden unit: activations kept for the backward pass and one evaluation batch.
 _EVAL_ROWS = 2048
+
+
+def pack_id(configs: Sequence[TrialConfig]) -> str:
+    """Return a stable name for a pack: the hash of its sorted trial ids (its checkpoint's name)."""
+    joined = ",".join(sorted(c.trial_id for c in configs))
+    return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
 def pack_key(config: TrialConfig) -> tuple[str, int, int, int]:
@@ -79,8 +86,7 @@ def balance(items: Sequence[T], lanes: int, cost: Callable[[T], float]) -> list[
 
     Each lane keeps the items' original order, so chunks stay stable for the same input.
     """
-    if lanes < 1:
-        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    assert lanes >= 1, lanes  # callers pass a validated parallelism
     order = sorted(range(len(items)), key=lambda i: (-cost(items[i]), i))
     loads = [0.0] * lanes
     assigned: list[list[int]] = [[] for _ in range(lanes)]

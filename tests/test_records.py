@@ -8,7 +8,7 @@ import pytest
 
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ShardError
-from mnistfc.shards import (
+from mnistfc.records import (
     SCHEMA_VERSION,
     Status,
     TrialResult,
@@ -91,7 +91,7 @@ def test_an_interrupted_write_leaves_nothing_behind(
 ) -> None:
     write_shard(tmp_path, make_result())
     before = read_shard(shard_path(tmp_path, make_result().trial_id))
-    monkeypatch.setattr("mnistfc.shards.atomic_write_text", lambda p, t: _fail_midway(p))
+    monkeypatch.setattr("mnistfc.records.atomic_write_text", lambda p, t: _fail_midway(p))
     with pytest.raises(OSError, match="No space"):
         write_shard(tmp_path, make_result())
     assert read_shard(shard_path(tmp_path, make_result().trial_id)) == before
@@ -155,6 +155,6 @@ def test_failed_and_diverged_shards(tmp_path: Path) -> None:
     record = make_result(Status.FAILED, units=32).to_record()
     record["error"] = None
     with pytest.raises(ShardError, match="must carry its error"):
-        from mnistfc.shards import validate_record
+        from mnistfc.records import validate_record
 
         validate_record(record, "x")

@@ -1,0 +1,143 @@
+"""The launcher interface every backend implements, and the plan it is handed.
+
+A submission is decided whole on the submitting host (``sweep.plan_submission``): which
+trials run, in which packs and tasks, with which resources. A backend turns that plan into
+jobs and reports on them; it never changes the packs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.launch.tasks import Pack, Task
+from mnistfc.spec import SweepSpec
+from mnistfc.worker import TaskSpec
+
+SUBMITIT_DIR = "submitit"
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a backend decided for a submission: parallelism, threads and its own settings."""
+
+    parallel: int
+    threads: int = 0
+    settings: Any = None  # the backend's own (sbatch parameters, GPUs), read back by it
+    note: str = ""  # for the plan summary, e.g. "on GPUs 0,1"
+
+
+@dataclass(frozen=True)
+class SubmissionPlan:
+    """What a sweep call will do: every decision made, nothing submitted yet."""
+
+    spec: SweepSpec
+    profile: ClusterProfile
+    results_dir: Path
+    data_dir: str
+    total: int
+    skipped: int
+    tasks: list[Task]
+    resources: Resources
+    packed: bool = True
+    reused: int = 0  # recorded packs resumed whole
+
+    @property
+    def n_trials(self) -> int:
+        """Return how many trials this submission runs."""
+        return sum(len(p) for task in self.tasks for p in task)
+
+    @property
+    def task_trials(self) -> list[list[Any]]:
+        """Return each task's trials (its packs' trials, in order)."""
+        return [[t for pack in task for t in pack] for task in self.tasks]
+
+    @property
+    def packs(self) -> list[Pack]:
+        """Return every pack of the submission, in task order."""
+        return [p for task in self.tasks for p in task]
+
+
+class Backend(ABC):
+    """One executor: how it checks its settings, splits work, submits, waits and reports."""
+
+    name: str
+    waits_by_default = True  # the jobs are this process's children
+
+    def problems(self, profile: ClusterProfile) -> list[str]:
+        """Return what is wrong with the profile's settings for this backend."""
+        return []
+
+    @abstractmethod
+    def resources(
+        self, profile: ClusterProfile, *, spec_name: str, max_parallel: int | None,
+        packed: bool, binds: list[str],
+    ) -> Resources:  # fmt: skip
+        """Decide parallelism, threads and the backend's own settings (fail before queueing)."""
+
+    @abstractmethod
+    def group(
+        self, reused: list[Pack], new: list[Any], *, profile: ClusterProfile, size: int,
+        packed: bool, parallel: int,
+    ) -> list[Task]:  # fmt: skip
+        """Split the packs to resume and the new trials into tasks."""
+
+    def check_ready(self) -> None:  # noqa: B027 - most backends can always submit
+        """Raise ConfigError when this host cannot submit (checked before anything is written)."""
+
+    @abstractmethod
+    def submit(
+        self,
+        plan: SubmissionPlan,
+        tasks: list[TaskSpec],
+        folder: Path,
+        on_progress: Progress | None,
+    ) -> list[Any]:
+        """Hand the tasks to the executor; return its jobs (with ``job_id``)."""
+
+    def wait(self, jobs: list[Any], on_progress: Progress | None) -> list[str]:
+        """Wait for every job; return the ids of those that failed."""
+        while not all(job.done() for job in jobs):
+            if on_progress:
+                on_progress(sum(job.done() for job in jobs), len(jobs))
+            time.sleep(1.0)
+        if on_progress:
+            on_progress(len(jobs), len(jobs))
+        return [str(job.job_id) for job in jobs if job.exception() is not None]
+
+    def dry_run(self, plan: SubmissionPlan) -> list[str]:
+        """Return what the executor would be given, beyond the trials (e.g. the sbatch script)."""
+        return []
+
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        """Return each job's state ("" when unknown)."""
+        return {j: "ENDED" for j in job_ids}
+
+
+def import_submitit() -> Any:
+    """Import submitit without letting it configure this process's logging.
+
+    On import, submitit runs ``logging.config.dictConfig``, which closes every handler the
+    process already has; ``SUBMITIT_LOG_LEVEL=NOCONFIG`` (its documented switch) prevents
+    that. It is set only for the import, so the jobs this process starts keep submitit's
+    default logging.
+    """
+    if "submitit" not in sys.modules:
+        previous = os.environ.get("SUBMITIT_LOG_LEVEL")
+        os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+        try:
+            import submitit  # noqa: F401
+        finally:
+            if previous is None:
+                del os.environ["SUBMITIT_LOG_LEVEL"]
+            else:
+                os.environ["SUBMITIT_LOG_LEVEL"] = previous
+    return sys.modules["submitit"]

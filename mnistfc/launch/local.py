@@ -1,0 +1,123 @@
+"""Local processes through submitit: lanes of about equal compute, one GPU each if any."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistfc.launch.base import Backend, Progress, Resources, SubmissionPlan, import_submitit
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.launch.tasks import Pack, Task, per_lane
+from mnistfc.worker import TaskRunner, TaskSpec
+
+MAX_CPU_LANES = 4  # measured (benchmarks/bench_grid.py): more single-threaded lanes gain nothing
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The GPUs lanes are spread over (none: CPU lanes) and each task's time limit."""
+
+    gpus: tuple[str, ...]
+    timeout_min: int
+
+
+class Local(Backend):
+    """Run tasks as child processes of this one, at most ``parallel`` at once, and wait."""
+
+    name = "local"
+
+    def resources(
+        self, profile: ClusterProfile, *, spec_name: str, max_parallel: int | None,
+        packed: bool, binds: list[str],
+    ) -> Resources:  # fmt: skip
+        """One lane per GPU; on CPUs, packed lanes of single-threaded steps use the cores best
+        (measured: benchmarks/bench_grid.py), unpacked Keras runs one lane with all cores."""
+        gpus = visible_gpus()
+        cpu_lanes = max(1, min(usable_cores(), MAX_CPU_LANES)) if packed else 1
+        parallel = max_parallel or profile.max_parallel or len(gpus) or cpu_lanes
+        threads = max(1, usable_cores() // parallel) if packed and not gpus else 0
+        note = f"on GPUs {','.join(gpus)}" if gpus else ""
+        return Resources(parallel, threads, LocalSettings(gpus, profile.timeout_min), note)
+
+    def group(
+        self, reused: list[Pack], new: list[Any], *, profile: ClusterProfile, size: int,
+        packed: bool, parallel: int,
+    ) -> list[Task]:  # fmt: skip
+        """One task per lane: every task pays for importing TensorFlow and loading data once."""
+        return per_lane(
+            reused, new, lanes=parallel, size=size, packed=packed, pack_mb=profile.pack_mb
+        )
+
+    def submit(
+        self,
+        plan: SubmissionPlan,
+        tasks: list[TaskSpec],
+        folder: Path,
+        on_progress: Progress | None,
+    ) -> list[Any]:
+        """Start the tasks, never more than ``parallel`` at once, each on its own GPU slot."""
+        settings: LocalSettings = plan.resources.settings
+        parallel = plan.resources.parallel
+        executor = import_submitit().LocalExecutor(folder=folder)
+        jobs: list[Any] = []
+        slots: dict[int, Any] = {}
+        for task in tasks:
+            while len(slots) >= parallel:
+                slots = {s: j for s, j in slots.items() if not j.done()}
+                if len(slots) >= parallel:
+                    time.sleep(0.5)
+            slot = min(set(range(parallel)) - set(slots))
+            if settings.gpus:
+                executor.update_parameters(
+                    visible_gpus=[int(settings.gpus[slot % len(settings.gpus)])], gpus_per_node=1
+                )
+            executor.update_parameters(timeout_min=settings.timeout_min)
+            slots[slot] = executor.submit(TaskRunner(), task)
+            jobs.append(slots[slot])
+            if on_progress:
+                on_progress(sum(j.done() for j in jobs), len(tasks))
+        return jobs
+
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        """A local job is a process: running while its pid lives."""
+        return {j: "RUNNING" if _pid_alive(j) else "ENDED" for j in job_ids}
+
+
+def usable_cores() -> int:
+    """Return the cores this process may run on (affinity: `docker --cpuset-cpus`, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not every platform has affinity
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """Return the GPU indices this host exposes, without importing TensorFlow."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return tuple(g.strip() for g in env.split(",") if g.strip().isdigit())
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return tuple(str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU"))
+
+
+def _pid_alive(job_id: str) -> bool:
+    try:
+        os.kill(int(job_id), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+BACKEND = Local()

@@ -1,0 +1,121 @@
+"""Cluster profiles (``jobs/clusters/*.toml``): where and how tasks run, validated whole.
+
+The profile is one flat TOML table, so a site writes one file; the keys every executor
+reads are checked here, and each backend checks its own keys (``Backend.problems``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistfc.errors import ConfigError
+from mnistfc.spec import apply_overrides, format_problems, read_toml
+
+DEFAULT_PACK_MB = 1024.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterProfile:
+    """Where and how array tasks run: executor, resources, packing, container image."""
+
+    executor: str = "local"
+    chunk: int = 0  # trials per task; 0 = the backend's policy (one pack, or one lane)
+    pack: bool = True  # trials sharing batch size and epochs train in one step
+    pack_mb: float = DEFAULT_PACK_MB  # memory budget of one pack
+    timeout_min: int = 60  # per task
+    max_parallel: int = 0  # local: processes at once; 0 = one per core (packed) or GPU
+    # slurm (launch/slurm.py)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_task: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 8.0
+    array_parallelism: int = 32
+    signal_delay_s: int = 90  # SLURM signals a task this long before its time limit
+    container: str | None = None
+    container_binds: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    sbatch: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_profile(path: str | Path | None, overrides: Sequence[str] = ()) -> ClusterProfile:
+    """Load a cluster profile (None: the local defaults); report every problem at once."""
+    from mnistfc.launch import EXECUTORS, backend
+
+    data = read_toml(path, overrides) if path is not None else apply_overrides({}, overrides)
+    where = str(path) if path is not None else "default profile"
+    problems: list[str] = []
+    valid = {f.name for f in dataclasses.fields(ClusterProfile)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        problems.append(f"unknown key(s) {unknown}; valid: {sorted(valid)}")
+    values = {k: v for k, v in data.items() if k in valid}
+    for key in ("partition", "account", "qos", "container"):
+        if values.get(key) == "":
+            values[key] = None  # TOML has no null: an empty string means unset
+    for key in ("container_binds", "setup"):
+        if key in values:
+            if not isinstance(values[key], list) or not all(
+                isinstance(s, str) for s in values[key]
+            ):
+                problems.append(f"{key}: must be a list of strings, got {values[key]!r}")
+            else:
+                values[key] = tuple(values[key])
+    if "sbatch" in values and not isinstance(values["sbatch"], dict):
+        problems.append(
+            f"sbatch: must be a table of extra sbatch parameters, got {values['sbatch']!r}"
+        )
+    profile = ClusterProfile()
+    try:
+        profile = ClusterProfile(**values)
+    except TypeError as exc:
+        problems.append(str(exc))
+    problems += _common_problems(profile)
+    if profile.executor not in EXECUTORS:
+        problems.append(f"executor: {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
+    else:
+        problems += backend(profile.executor).problems(profile)
+    if problems:
+        raise ConfigError(format_problems(where, problems))
+    return profile
+
+
+def _common_problems(p: ClusterProfile) -> list[str]:
+    problems = []
+    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
+        if not is_int(getattr(p, key)) or getattr(p, key) < 1:
+            problems.append(f"{key}: must be a positive integer, got {getattr(p, key)!r}")
+    for key in ("gpus_per_task", "max_parallel", "chunk", "signal_delay_s"):
+        if not is_int(getattr(p, key)) or getattr(p, key) < 0:
+            problems.append(f"{key}: must be an integer >= 0, got {getattr(p, key)!r}")
+    for key in ("mem_gb", "pack_mb"):
+        if not is_positive_number(getattr(p, key)):
+            problems.append(f"{key}: must be a finite number > 0, got {getattr(p, key)!r}")
+    if not isinstance(p.pack, bool):
+        problems.append(f"pack: must be true or false, got {p.pack!r}")
+    for key in ("partition", "account", "qos", "container"):
+        value = getattr(p, key)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{key}: must be a string, got {value!r}")
+    return problems
+
+
+def is_int(value: Any) -> bool:
+    """Return whether ``value`` is an int and not a bool (TOML's true is no number)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_positive_number(value: Any) -> bool:
+    """Return whether ``value`` is a finite number > 0 (an int too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False

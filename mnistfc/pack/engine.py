@@ -1,0 +1,253 @@
+"""Train a pack of trials together, each keeping its own math, and record one shard each.
+
+Why: at the exercise's sizes a Keras step is mostly per-step overhead, so trials that share
+batch size and epochs (``planner``) run one compiled step together (``model``).
+
+What each trial keeps, so packing changes no trial's math: its initial weights (Keras's own,
+built from its seed), its data order (shuffled from its seed), its dropout rate and masks
+(drawn from its seed), its activation, Adam with its own learning rate and moments, the
+restore of its best validation epoch, and its metrics and shard. Its numbers depend on its
+config alone, never on which other trials share the pack; they differ from a Keras run of
+the same config only in which random numbers are drawn.
+
+The epoch loop below saves the pack's state at every epoch end and, when the process is
+asked to stop (SIGTERM), at the next step boundary; a rerun resumes from that state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistfc import runtime
+from mnistfc.config import TrialConfig
+from mnistfc.data import Dataset
+from mnistfc.errors import ConfigError, Interrupted
+from mnistfc.pack.model import SPLITS, PackedModel
+from mnistfc.pack.planner import n_params, pack_id, pack_key
+from mnistfc.pack.state import PackState, checkpoint_path, load_state, remove_state, save_state
+from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
+
+log = logging.getLogger(__name__)
+
+ENGINE = "packed-v1"
+# Steps per compiled call: between calls the loop checks for a stop request, so a SIGTERM
+# is answered within this many steps; a call costs well under a millisecond.
+SEGMENT_STEPS = 64
+
+
+def run_pack(
+    configs: Sequence[TrialConfig],
+    dataset: Dataset,
+    results_dir: str | Path | None = None,
+    *,
+    sweep: SweepRef | None = None,
+    load_s: float = 0.0,
+) -> list[TrialResult]:
+    """Train the configs together; write one shard each when ``results_dir`` is given.
+
+    A trial whose loss goes non-finite is ``diverged`` and does not disturb the others. A
+    stop request (SIGTERM) saves the pack and raises ``Interrupted``, writing no shard. Any
+    other exception writes a ``failed`` shard for every trial of the pack and is re-raised.
+    """
+    configs = list(configs)
+    _check_pack(configs, dataset)
+    started = time.perf_counter()
+    checkpoint = None if results_dir is None else checkpoint_path(results_dir, pack_id(configs))
+    try:
+        with runtime.stop_on_sigterm():
+            results = _train(configs, dataset, checkpoint, sweep=sweep, load_s=load_s)
+    except Interrupted:
+        raise
+    except Exception:
+        elapsed = load_s + time.perf_counter() - started
+        env = {**runtime.environment(), "engine": ENGINE, "pack": {"size": len(configs)}}
+        failed = [
+            failed_result(
+                c,
+                traceback.format_exc(),
+                env=env,
+                timing={"load_s": load_s, "total_s": elapsed},
+                data=dataset.describe(),
+                sweep=sweep,
+            )
+            for c in configs
+        ]
+        if results_dir is not None:
+            for result in failed:
+                write_shard(results_dir, result)
+        raise
+    if results_dir is not None:
+        for result in results:
+            write_shard(results_dir, result)
+    if checkpoint is not None:
+        remove_state(checkpoint)
+    return results
+
+
+def _train(
+    configs: list[TrialConfig],
+    dataset: Dataset,
+    checkpoint: Path | None,
+    *,
+    sweep: SweepRef | None,
+    load_s: float,
+) -> list[TrialResult]:
+    model = PackedModel(configs, dataset)
+    state = _restore(model, checkpoint) or PackState.fresh([c.trial_id for c in configs])
+    fit_start, fit_before = time.perf_counter(), state.fit_s
+    epochs = configs[0].epochs
+    for epoch in range(state.epoch + 1, epochs + 1):
+        tick = time.perf_counter()
+        loss, acc = _train_epoch(model, state, epoch, checkpoint, fit_before, fit_start)
+        improved = state.record_epoch(
+            epoch, loss, acc, model.evaluate("train"), model.evaluate("valid")
+        )
+        model.keep_best(improved)
+        state.fit_s = fit_before + time.perf_counter() - fit_start
+        _save(checkpoint, model, state)
+        log.info(
+            "pack of %d (batch %d): epoch %d/%d in %.1f s, best valid accuracy %.4f",
+            len(configs), model.batch_size, epoch, epochs, time.perf_counter() - tick,
+            max((v for v in state.best_val if v is not None), default=float("nan")),
+        )  # fmt: skip
+        if state.all_diverged:
+            break
+        runtime.hold_point()
+        if runtime.stop_requested() and epoch < epochs:
+            raise Interrupted(f"pack stopped on request after epoch {epoch}; state saved")
+    fit_s = state.fit_s
+    eval_start = time.perf_counter()
+    final = {split: model.evaluate(split, best=True) for split in SPLITS}
+    timing = {"load_s": load_s, "fit_s": fit_s, "eval_s": time.perf_counter() - eval_start}
+    return _results(configs, state, final, timing, dataset, sweep, pack_id(configs))
+
+
+def _train_epoch(
+    model: PackedModel,
+    state: PackState,
+    epoch: int,
+    checkpoint: Path | None,
+    fit_before: float,
+    fit_start: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run one epoch in segments; return each trial's mean training loss and accuracy."""
+    perms = model.permutations(epoch)
+    n = len(model.configs)
+    loss_sum = np.array(state.partial_loss or [0.0] * n)
+    correct = np.array(state.partial_correct or [0.0] * n)
+    for start in range(state.next_step, model.steps_per_epoch, SEGMENT_STEPS):
+        stop = min(start + SEGMENT_STEPS, model.steps_per_epoch)
+        segment_loss, segment_correct = model.train_steps(perms, start, stop)
+        loss_sum, correct = loss_sum + segment_loss, correct + segment_correct
+        if runtime.stop_requested() and stop < model.steps_per_epoch:
+            state.next_step, state.partial_loss, state.partial_correct = (
+                stop, loss_sum.tolist(), correct.tolist()
+            )  # fmt: skip
+            state.fit_s = fit_before + time.perf_counter() - fit_start
+            _save(checkpoint, model, state)
+            raise Interrupted(f"pack stopped on request at epoch {epoch}, step {stop}; saved")
+    return loss_sum / model.n_train, correct / model.n_train
+
+
+def _save(checkpoint: Path | None, model: PackedModel, state: PackState) -> None:
+    if checkpoint is not None:
+        save_state(checkpoint, [v.numpy() for v in model.variables()], state)
+
+
+def _restore(model: PackedModel, checkpoint: Path | None) -> PackState | None:
+    saved = None if checkpoint is None else load_state(checkpoint, list(_ids(model)))
+    if saved is None:
+        return None
+    arrays, state = saved
+    variables = model.variables()
+    if len(arrays) != len(variables) or any(
+        a.shape != tuple(v.shape) for a, v in zip(arrays, variables, strict=True)
+    ):
+        log.warning("ignoring checkpoint %s: its arrays do not fit this pack", checkpoint)
+        return None
+    for array, variable in zip(arrays, variables, strict=True):
+        variable.assign(array)
+    log.info(
+        "pack resumed after epoch %d, step %d, from %s", state.epoch, state.next_step, checkpoint
+    )
+    return state
+
+
+def _ids(model: PackedModel) -> list[str]:
+    return [c.trial_id for c in model.configs]
+
+
+def _results(
+    configs: list[TrialConfig],
+    state: PackState,
+    final: dict[str, tuple[np.ndarray, np.ndarray]],
+    timing: dict[str, float],
+    dataset: Dataset,
+    sweep: SweepRef | None,
+    pid: str,
+) -> list[TrialResult]:
+    """One result per trial; compute is shared, so each is charged its share of parameters."""
+    fit_s, eval_s, load_s = timing["fit_s"], timing["eval_s"], timing["load_s"]
+    pack = {"id": pid, "size": len(configs), "fit_s": fit_s, "eval_s": eval_s}
+    env = {**runtime.environment(), "engine": ENGINE, "pack": pack}
+    weights = np.array([n_params(c) for c in configs], dtype=float)
+    share = weights / weights.sum()
+    results = []
+    for t, config in enumerate(configs):
+        metrics: dict[str, Any] | None = None
+        if state.best_epoch[t] is not None:
+            metrics = {
+                split: {
+                    "loss": float(final[split][0][t]),
+                    "accuracy": float(final[split][1][t]),
+                    "error_pct": 100.0 * (1.0 - float(final[split][1][t])),
+                }
+                for split in SPLITS
+            }
+            metrics["best_epoch"] = state.best_epoch[t]
+        diverged = state.diverged_at[t] is not None or metrics is None
+        if state.diverged_at[t] is not None:
+            log.warning(
+                "trial %s diverged (non-finite loss at epoch %s)",
+                config.trial_id,
+                state.diverged_at[t],
+            )
+        results.append(
+            TrialResult(
+                config=config,
+                status=Status.DIVERGED if diverged else Status.COMPLETED,
+                metrics=metrics,
+                history=state.history[t],
+                timing={
+                    "load_s": load_s,
+                    "fit_s": fit_s * share[t],
+                    "eval_s": eval_s * share[t],
+                    "total_s": load_s + (fit_s + eval_s) * share[t],
+                    "elapsed_s": load_s + fit_s + eval_s,
+                },
+                env=env,
+                data=dataset.describe(),
+                sweep=sweep,
+            )
+        )
+    return results
+
+
+def _check_pack(configs: list[TrialConfig], dataset: Dataset) -> None:
+    keys = {pack_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ConfigError(f"a pack needs one batch size, epochs and dataset; got {sorted(keys)}")
+    for config in configs:
+        if config.dataset != dataset.name or config.valid_size != len(dataset.x_valid):
+            raise ConfigError(
+                f"trial {config.trial_id} wants dataset={config.dataset} with valid_size="
+                f"{config.valid_size}, but the loaded data is {dataset.name} with "
+                f"{len(dataset.x_valid)} validation images"
+            )
