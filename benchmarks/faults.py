@@ -84,10 +84,12 @@ def _faults(slurm: bool) -> list[tuple[str, Callable[[Path, Path], tuple[bool, i
 def _kill_worker(folder: Path, data: Path) -> tuple[bool, int]:
     spec, results = _spec(folder, epochs=6), folder / "results"
     _cli("sweep", spec, "--results", results, "--data-dir", data, "--plan-only", "--chunk", "2")
-    worker = _start("run-chunk", results, "--index", "0", "--size", "2")
+    hold = _hold(folder)  # the worker waits after its first epoch: killed mid-pack, always
+    worker = _start("run-chunk", results, "--index", "0", "--size", "2", env=_held(hold))
     _wait_for(lambda: any((results / "checkpoints").glob("*.npz")), worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    hold.unlink()
     rerun = _cli("run-chunk", results, "--index", "0", "--size", "2", "--verbose")
     return _outcome(results, 2, resumed="pack resumed after epoch" in rerun)
 
@@ -135,19 +137,26 @@ def _two_sweeps(folder: Path, data: Path) -> tuple[bool, int]:
 
 def _slurm(how: str) -> Callable[[Path, Path], tuple[bool, int]]:
     def inject(folder: Path, data: Path) -> tuple[bool, int]:
-        # Long enough that SLURM's kill (KillWait after SIGTERM) lands mid-pack.
-        spec, results = _spec(folder, epochs=12, units="256"), folder / "results"
+        # The task holds after its first epoch until it has been signalled and resumed, so
+        # the signal always lands mid-pack, however fast the machine.
+        spec, results = _spec(folder, epochs=6), folder / "results"
+        hold = _hold(folder)
         _cli("sweep", spec, "--results", results, "--data-dir", data, "--executor", "slurm",
              "--cluster-set", "partition='debug'", "--cluster-set", "cpus_per_task=1",
-             "--cluster-set", "mem_gb=1.5")  # fmt: skip
+             "--cluster-set", "mem_gb=1.5", env=_held(hold))  # fmt: skip
         job = str(json.loads((results / "sweep.json").read_text())["submissions"][-1]["job_ids"][0])
         _wait_for(lambda: any((results / "checkpoints").glob("*.npz")), None)
         command = ["scancel", "--signal=USR2", job] if how == "preempt" else [
             "scontrol", "requeue", job]  # fmt: skip
         subprocess.run(command, check=True, env=ENV)
+
+        def logs() -> str:
+            return "".join(p.read_text() for p in (results / "submitit").rglob("*_log.*"))
+
+        _wait_for(lambda: "pack resumed after epoch" in logs(), None)
+        hold.unlink()
         _cli("status", results, "--wait", "--interval", "1", check=False)
-        logs = "".join(p.read_text() for p in (results / "submitit").rglob("*_log.*"))
-        return _outcome(results, 2, resumed="pack resumed after epoch" in logs)
+        return _outcome(results, 2, resumed="pack resumed after epoch" in logs())
 
     return inject
 
@@ -301,21 +310,35 @@ def _make_data(folder: Path) -> Path:
     return folder
 
 
-def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+def _hold(folder: Path) -> Path:
+    """Create the file that makes packs wait after each saved epoch (mnistfc.runtime)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hold = folder / "hold"
+    hold.touch()
+    return hold
+
+
+def _held(hold: Path) -> dict[str, str]:
+    return {**ENV, "MNISTFC_HOLD_FILE": str(hold)}
+
+
+def _run(*argv: str | Path, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "mnistfc", *map(str, argv)]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
 
-def _cli(*argv: str | Path, check: bool = True) -> str:
-    done = _run(*argv)
+def _cli(*argv: str | Path, check: bool = True, env: dict[str, str] = ENV) -> str:
+    done = _run(*argv, env=env)
     if check and done.returncode != 0:
         raise SystemExit(f"mnistfc {' '.join(map(str, argv))} failed:\n{done.stderr[-2000:]}")
     return done.stdout + done.stderr
 
 
-def _start(*argv: str | Path, new_session: bool = False) -> subprocess.Popen[str]:
+def _start(
+    *argv: str | Path, new_session: bool = False, env: dict[str, str] = ENV
+) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "mnistfc", *map(str, argv)]
-    return subprocess.Popen(command, env=ENV, text=True, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(command, env=env, text=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=new_session)  # fmt: skip
 
 

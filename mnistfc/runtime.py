@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,12 @@ log = logging.getLogger(__name__)
 # Evaluation batch size changes only the float summation order, never the math; a large one
 # keeps a pass over all 60,000 training images cheap.
 EVAL_BATCH = 2048
-# A test seam: while the file this names exists, a pack waits after saving each epoch, so a
+# A test seam: while the file this names exists, a pack waits after saving an epoch, so a
 # test can kill or signal a task at a known point instead of racing it against a timer.
 HOLD_ENV = "MNISTFC_HOLD_FILE"
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION")
 _stop = threading.Event()
+_epochs_saved = [0]
 
 
 def environment() -> dict[str, Any]:
@@ -118,10 +120,21 @@ def stop_requested() -> bool:
 
 
 def hold_point() -> None:
-    """Wait while ``$MNISTFC_HOLD_FILE`` exists, unless a stop was requested (a test seam)."""
+    """Wait while ``$MNISTFC_HOLD_FILE`` exists, unless a stop was requested (a test seam).
+
+    The file may hold a number N: the hold starts at the N-th epoch this process saves (so a
+    test can let a task's first pack finish and stop its second half-way); empty means 1.
+    """
+    _epochs_saved[0] += 1
     path = os.environ.get(HOLD_ENV)
     if not path or not os.path.exists(path):
         return
-    log.info("holding while %s exists", path)
+    try:
+        first = int(Path(path).read_text(encoding="utf-8").strip() or 1)
+    except (OSError, ValueError):
+        first = 1
+    if _epochs_saved[0] < first:
+        return
+    log.info("holding after saved epoch %d while %s exists", _epochs_saved[0], path)
     while os.path.exists(path) and not _stop.is_set():
         time.sleep(0.05)

@@ -7,18 +7,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import make_arrays, write_npz
-from sweeps import write_tiny_grid
+from sweeps import write_tiny_grid, write_two_pack_grid
 
 from mnistfc import cli
 from mnistfc.config import TrialConfig
 from mnistfc.data import load_dataset
 from mnistfc.pack.engine import run_pack
 from mnistfc.records import list_shards, read_shard
+from mnistfc.runtime import HOLD_ENV
 
 pytestmark = pytest.mark.cluster
 
@@ -169,41 +170,64 @@ dropout = [0.0, 0.3]
 """
 
 
-@pytest.mark.parametrize("interrupt", ["preempt", "requeue"])
-def test_an_interrupted_pack_is_requeued_and_ends_as_an_uninterrupted_run(
-    slurm, tmp_path: Path, interrupt: str
-) -> None:
-    """USR2 (SLURM's preemption / time-limit warning) and `scontrol requeue` mid-pack."""
+def _write_long_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
+    """A two-trial pack whose task holds after each epoch while the returned file exists.
+
+    The hold (runtime.HOLD_ENV) makes the interruption deterministic: the task cannot finish
+    before the test has signalled it, however fast the machine.
+    """
     data = tmp_path / "data"
     write_npz(data, make_arrays(n_train=20_000, n_test=128))
     spec = tmp_path / "jobs" / "long.toml"
     spec.parent.mkdir()
     spec.write_text(LONG_PACK)
+    hold = tmp_path / "hold"
+    hold.touch()
+    monkeypatch.setenv(HOLD_ENV, str(hold))  # sbatch exports it to the task
+    return spec, data, hold
+
+
+def _until(condition: Callable[[], bool], what: str, results: Path) -> None:
+    # A liveness bound, not a race: nothing here depends on how fast the task runs.
+    deadline = time.monotonic() + 600
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened:\n{_log(results)[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("interrupt", ["preempt", "requeue"])
+def test_an_interrupted_pack_is_requeued_and_ends_as_an_uninterrupted_run(
+    slurm, tmp_path: Path, interrupt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """USR2 (SLURM's preemption / time-limit warning) and `scontrol requeue` mid-pack."""
+    spec, data, hold = _write_long_pack(tmp_path, monkeypatch)
     results = tmp_path / "results"
     assert _sweep(spec, results, data) == 0  # packed: one array task for both trials
     plan = json.loads((results / "sweep.json").read_text())
     task = str(plan["submissions"][-1]["job_ids"][0])  # one task: submitit sbatches no array
-    deadline = time.monotonic() + 300
-    while not list((results / "checkpoints").glob("*.npz")):  # the first epoch is saved
-        assert time.monotonic() < deadline, "no pack checkpoint appeared"
-        time.sleep(0.2)
+    _until(lambda: any((results / "checkpoints").glob("*.npz")), "the first epoch's save", results)
     if interrupt == "preempt":  # what SLURM sends before preempting or at --signal time
         command = ["scancel", "--signal=USR2", task]
-    else:
+    else:  # SIGTERM, KillWait seconds before SIGKILL: the pack stops at its next step
         command = ["scontrol", "requeue", task]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, (done.stderr, _sacct(task), _log(results))
+    _until(lambda: "pack resumed after epoch" in _log(results), "the resumed run", results)
+    hold.unlink()
     _wait(results)
     assert _sacct(task) == {task: "COMPLETED"}
     logs = _log(results)
     assert "pack resumed after epoch" in logs
     if interrupt == "preempt":
         assert "checkpoint requested" in logs
+    else:
+        assert "SIGTERM received: saving at the next step boundary" in logs
     shards = {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
     assert {r["status"] for r in shards.values()} == {"completed"} and len(shards) == 2
     assert not list((results / "checkpoints").glob("*.npz"))
     configs = [TrialConfig(units=128, dropout=d, epochs=8, batch_size=16, valid_size=28)
                for d in (0.0, 0.3)]  # fmt: skip
+    monkeypatch.delenv(HOLD_ENV)
     for reference in run_pack(configs, load_dataset("mnist", data, 28)):
         got = shards[reference.trial_id]
         assert [h["epoch"] for h in got["history"]] == list(range(1, 9))
@@ -215,17 +239,20 @@ def test_an_interrupted_pack_is_requeued_and_ends_as_an_uninterrupted_run(
         )
 
 
-def test_a_pack_past_its_time_limit_requeues_itself_and_finishes(slurm, tmp_path: Path) -> None:
-    """A real time limit: SLURM signals USR2 before it, submitit checkpoints and requeues."""
-    data = tmp_path / "data"
-    write_npz(data, make_arrays(n_train=20_000, n_test=128))
-    spec = tmp_path / "jobs" / "long.toml"
-    spec.parent.mkdir()
-    # ~60 s of training on 2 cores: more than one 1-minute allocation can hold.
-    spec.write_text(LONG_PACK.replace("epochs = 8", "epochs = 40").replace("[128]", "[256]"))
+def test_a_pack_past_its_time_limit_requeues_itself_and_finishes(
+    slurm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real time limit: SLURM signals USR2 before it, submitit checkpoints and requeues.
+
+    The first run holds after its first epoch, so it is still running when the limit comes,
+    however fast the machine; the requeued run is let through.
+    """
+    spec, data, hold = _write_long_pack(tmp_path, monkeypatch)
     results = tmp_path / "results"
     limits = ("--cluster-set", "timeout_min=1", "--cluster-set", "signal_delay_s=15")
     assert _sweep(spec, results, data, *limits) == 0
+    _until(lambda: "pack resumed after epoch" in _log(results), "the requeued run", results)
+    hold.unlink()
     _wait(results)
     task = str(json.loads((results / "sweep.json").read_text())["submissions"][-1]["job_ids"][0])
     assert _sacct(task) == {task: "COMPLETED"}
@@ -233,7 +260,7 @@ def test_a_pack_past_its_time_limit_requeues_itself_and_finishes(slurm, tmp_path
     assert "this job is timed-out" in logs and "pack resumed after epoch" in logs
     shards = [read_shard(p) for p in list_shards(results)]
     assert len(shards) == 2 and {s["status"] for s in shards} == {"completed"}
-    assert all([h["epoch"] for h in s["history"]] == list(range(1, 41)) for s in shards)
+    assert all([h["epoch"] for h in s["history"]] == list(range(1, 9)) for s in shards)
 
 
 def _log(results: Path) -> str:
@@ -250,3 +277,45 @@ def test_the_fault_suite_loses_nothing_and_every_error_is_clear(slurm, tmp_path:
     print(done.stdout)  # the table, for the CI log
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "| 6 | 6 | 0 |" in done.stdout and done.stdout.rstrip().endswith("| 0 |")
+
+
+def test_a_killed_chunked_array_resumes_its_checkpoint_with_identical_numbers(
+    slurm, tmp_path: Path, npz_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Chunks of 6: task 0 holds two packs. It is killed (SIGKILL, as a node failure) after
+    its first pack finished and its second saved an epoch; the rerun resumes that pack."""
+    spec = write_two_pack_grid(tmp_path / "jobs")
+    results = tmp_path / "results"
+    hold = tmp_path / "hold"
+    hold.write_text("3")
+    monkeypatch.setenv(HOLD_ENV, str(hold))
+    assert _sweep(spec, results, npz_dir, "--chunk", "6") == 0
+    assert "2 task(s) of 2-6 trial(s)" in capsys.readouterr().out
+    array = _array_id(results)
+    checkpoints = results / "checkpoints"
+    _until(lambda: len(list_shards(results)) == 6 and len(list(checkpoints.glob("*.npz"))) == 1,
+           "task 0 holding in its second pack", results)  # fmt: skip
+    subprocess.run(["scancel", "--signal=KILL", f"{array}_0"], check=True)
+    _until(lambda: not _sacct(array).get(f"{array}_0", "RUNNING").startswith(("RUNNING", "PEND")),
+           "the killed task to end", results)  # fmt: skip
+    monkeypatch.delenv(HOLD_ENV)
+    hold.unlink()
+    capsys.readouterr()
+    assert _sweep(spec, results, npz_dir, "--chunk", "6") == 0
+    out = capsys.readouterr().out
+    assert "6 already have a shard, 2 to run" in out and "1 resumed whole" in out
+    _wait(results)
+    assert "pack resumed after epoch 1, step 0" in _log(results)
+    shards = {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
+    assert len(shards) == 8 and {r["status"] for r in shards.values()} == {"completed"}
+    assert not list(checkpoints.glob("*.npz"))
+    resumed = [c for c in json.loads((results / "sweep.json").read_text())["trials"]
+               if c["trial_id"] in json.loads((results / "sweep.json").read_text())
+               ["submissions"][-1]["tasks"][0][0]]  # fmt: skip
+    configs = [TrialConfig.from_dict(t["config"]) for t in resumed]
+    assert len(configs) == 2
+    for reference in run_pack(configs, load_dataset("mnist", npz_dir, 28)):
+        got = shards[reference.trial_id]
+        assert [h["val_loss"] for h in got["history"]] == pytest.approx(
+            [h["val_loss"] for h in reference.history], rel=1e-5
+        )

@@ -1,0 +1,85 @@
+"""A killed sweep resumes exactly: the rerun re-uses the killed packs and their checkpoints.
+
+The kill is deterministic: each worker holds (runtime.HOLD_ENV) after its first pack has
+finished and its second has saved one epoch, and is killed while it waits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sweeps import write_two_pack_grid
+
+from mnistfc import cli
+from mnistfc.launch.profile import load_profile
+from mnistfc.records import list_shards, read_shard
+from mnistfc.runtime import HOLD_ENV
+from mnistfc.spec import load_spec
+from mnistfc.sweep import plan_submission
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 600  # liveness only: nothing races the workload
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.1)
+
+
+def _shards(results: Path) -> dict[str, dict]:
+    return {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
+
+
+def _logs(results: Path) -> str:
+    return "".join(p.read_text() for p in sorted((results / "submitit").rglob("*_log.err")))
+
+
+def test_a_killed_local_sweep_resumes_every_checkpoint_with_identical_numbers(
+    tmp_path: Path, npz_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    spec = write_two_pack_grid(tmp_path / "jobs")
+    args = ["--data-dir", str(npz_dir), "--executor", "local", "--max-parallel", "2"]
+    plan = plan_submission(load_spec(spec), load_profile(None), tmp_path / "x",
+                           data_dir=str(npz_dir), max_parallel=2)  # fmt: skip
+    assert [len(task) for task in plan.tasks] == [2, 2]  # two lanes of two packs each
+
+    reference = tmp_path / "uninterrupted"
+    assert cli.main(["sweep", str(spec), "--results", str(reference), *args]) == 0
+
+    results = tmp_path / "results"
+    hold = tmp_path / "hold"
+    hold.write_text("3")  # each lane: pack 1 saves epochs 1 and 2 and ends; pack 2 holds
+    env = {**os.environ, HOLD_ENV: str(hold), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "mnistfc", "sweep", str(spec), "--results", str(results), *args],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    checkpoints = results / "checkpoints"
+    _until(lambda: len(list_shards(results)) == 4 and len(list(checkpoints.glob("*.npz"))) == 2,
+           "both lanes holding in their second pack")  # fmt: skip
+    os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and both workers, mid-pack
+    sweep.wait()
+    hold.unlink()
+    capsys.readouterr()
+
+    assert cli.main(["sweep", str(spec), "--results", str(results), *args]) == 0
+    out = capsys.readouterr().out
+    assert "4 already have a shard, 4 to run" in out and "2 resumed whole" in out
+    assert _logs(results).count("pack resumed after epoch 1, step 0") == 2
+    assert not list(checkpoints.glob("*.npz"))
+    got, want = _shards(results), _shards(reference)
+    assert set(got) == set(want) and len(got) == 8
+    for trial_id, expected in want.items():
+        assert [h["val_loss"] for h in got[trial_id]["history"]] == pytest.approx(
+            [h["val_loss"] for h in expected["history"]], rel=1e-5
+        )
+        assert got[trial_id]["metrics"]["test"] == pytest.approx(
+            expected["metrics"]["test"], rel=1e-5
+        )
