@@ -46,6 +46,25 @@ class Results:
         """Return whether the sweep is unfinished (planned trials without a shard)."""
         return bool(self.missing)
 
+    def best_trial(self) -> pd.Series | None:
+        """Return the row of the trial with the best validation accuracy (None: no results)."""
+        return best_trial(self.frame)
+
+    def grid_table(self, value: str = "valid_accuracy") -> pd.DataFrame | None:
+        """Return a two-axis grid's table of one column (None: not such a grid)."""
+        if self.plan is None or self.plan.spec.kind != "grid" or len(self.plan.spec.axes) != 2:
+            return None
+        rows, cols = (name for name, _ in self.plan.spec.axes)
+        return grid_table(self.frame, rows, cols, value)
+
+    def budget_table(self) -> pd.DataFrame | None:
+        """Return a random search's best-of-N table, by its protocol (None: not one)."""
+        if self.plan is None or self.plan.spec.kind != "random":
+            return None
+        if self.plan.spec.protocol == "repeats":
+            return best_of_n_repeats(self.frame, self.plan)
+        return best_of_n_pool(self.frame, list(self.plan.spec.budgets))
+
 
 def load_results(results_dir: str | os.PathLike[str]) -> Results:
     """Read every shard into a DataFrame; invalid shards are named in ``skipped``, not fatal."""

@@ -27,6 +27,10 @@ class ShardError(MnistfcError):
     exit_code = 2
 
 
+class TaskFailed(MnistfcError):
+    """Some trials of a task failed; their shards hold the tracebacks."""
+
+
 class Interrupted(MnistfcError):
     """The task was asked to stop (SIGTERM); its state is saved and a rerun resumes it."""
 

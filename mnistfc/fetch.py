@@ -15,21 +15,13 @@ import urllib.request
 from pathlib import Path
 
 from mnistfc.atomic import atomic_path
-from mnistfc.data import (
-    CANONICAL_CONTENT_SHA256,
-    IDX_PARTS,
-    KERAS_CACHE,
-    RawDataset,
-    file_sha256,
-    read_raw,
-)
+from mnistfc.data import CANONICAL_CONTENT_SHA256, KERAS_CACHE
 from mnistfc.errors import DataError, MnistfcError
+from mnistfc.formats import IDX_PARTS, RawDataset, file_sha256, read_raw
 
 log = logging.getLogger(__name__)
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-# Keras's published hash of its mnist.npz (keras.datasets.mnist.load_data).
-KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 # The layout Keras's own loaders use in their cache, so either tool finds the other's files.
 _LAYOUT = {
     "mnist": ("", ("mnist.npz",)),

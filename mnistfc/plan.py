@@ -175,10 +175,10 @@ def load_plan(results_dir: str | os.PathLike[str]) -> Plan:
         ConfigError: no plan (not a sweep results folder), or one this version cannot read.
     """
     path = plan_path(results_dir)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: {results_dir} is not a sweep results folder")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path} not found: {results_dir} is not a sweep results folder") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: unreadable sweep plan ({exc})") from exc
     if not isinstance(data, dict) or data.get("plan_version") not in (1, PLAN_VERSION):

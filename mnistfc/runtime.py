@@ -47,6 +47,7 @@ def environment() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "device": ", ".join(_gpu_name(g) for g in gpus) if gpus else "cpu",
         "slurm": {v.lower(): os.environ[v] for v in _SLURM_VARS if v in os.environ},
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "container": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("MNISTFC_IMAGE"),
     }
 

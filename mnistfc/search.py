@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mnistfc.config import TrialConfig
+from mnistfc.errors import ConfigError
 from mnistfc.spec import SweepSpec
 
 T = TypeVar("T")
@@ -52,7 +53,7 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
 def chunk(trials: Sequence[T], size: int) -> list[list[T]]:
     """Split trials into consecutive chunks of at most ``size`` (one array task each)."""
     if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
+        raise ConfigError(f"chunk size must be >= 1, got {size}")
     return [list(trials[i : i + size]) for i in range(0, len(trials), size)]
 
 

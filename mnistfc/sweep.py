@@ -12,7 +12,7 @@ from pathlib import Path
 from mnistfc.data import locate
 from mnistfc.errors import ConfigError
 from mnistfc.launch import backend
-from mnistfc.launch.base import SUBMITIT_DIR, Progress, SubmissionPlan
+from mnistfc.launch.base import Progress, Request, SubmissionPlan, Work
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Task, per_pack, reusable_packs
 from mnistfc.plan import Plan, Submission, load_plan, record_submission, save_plan
@@ -57,15 +57,11 @@ def plan_submission(
         locate(name, data_dir)
     packed = profile.pack if pack is None else pack
     chosen = backend(profile.executor)
-    resources = chosen.resources(
-        profile, spec_name=spec.name, max_parallel=max_parallel, packed=packed,
-        binds=[str(results), data_folder],
-    )  # fmt: skip
+    request = Request(profile, spec.name, packed, max_parallel, chunk_size or profile.chunk,
+                      binds=(str(results), data_folder))  # fmt: skip
+    resources = chosen.resources(request)
     reused, new = reusable_packs(todo, _recorded_packs(results)) if packed else ([], todo)
-    tasks = chosen.group(
-        reused, new, profile=profile, size=chunk_size or profile.chunk, packed=packed,
-        parallel=resources.parallel,
-    )  # fmt: skip
+    tasks = chosen.group(request, Work(reused, new, resources.parallel))
     return SubmissionPlan(
         spec=spec,
         profile=profile,
@@ -103,7 +99,7 @@ def submit(
     if not plan.tasks:
         return Submission(plan.profile.executor, (), plan.packed), []
     specs = [_task_spec(plan, saved, task) for task in plan.tasks]
-    jobs = chosen.submit(plan, specs, plan.results_dir / SUBMITIT_DIR, on_progress)
+    jobs = chosen.submit(plan, specs, on_progress)
     submission = Submission(
         executor=plan.profile.executor,
         tasks=tuple(tuple(tuple(t.trial_id for t in pack) for pack in task) for task in plan.tasks),

@@ -17,7 +17,7 @@ from typing import Any
 from mnistfc import runtime
 from mnistfc.claims import Claims
 from mnistfc.config import TrialConfig
-from mnistfc.errors import Interrupted, MnistfcError
+from mnistfc.errors import Interrupted, TaskFailed
 from mnistfc.records import SweepRef, TrialResult, failed_result, final_result, write_shard
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ class TaskSpec:
     def n_trials(self) -> int:
         """Return how many trials the task holds."""
         return sum(len(p) for p in self.packs)
-
-
-class TaskFailed(MnistfcError):
-    """Some trials of a task failed; their shards hold the tracebacks."""
 
 
 def run_task(task: TaskSpec) -> list[tuple[str, str]]:

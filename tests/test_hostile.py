@@ -31,8 +31,9 @@ from hypothesis.extra import numpy as hnp
 
 from mnistfc import cli
 from mnistfc.config import ACTIVATIONS, DATASETS, TrialConfig
-from mnistfc.data import IMAGE_SHAPE, N_CLASSES, RawDataset, load_raw
+from mnistfc.data import load_raw
 from mnistfc.errors import ConfigError, DataError, ShardError
+from mnistfc.formats import IMAGE_SHAPE, N_CLASSES, RawDataset
 from mnistfc.launch.profile import ClusterProfile, load_profile
 from mnistfc.plan import save_plan
 from mnistfc.records import HISTORY_KEYS, SPLITS, TIMING_KEYS, Status, read_shard

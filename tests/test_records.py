@@ -91,7 +91,7 @@ def test_an_interrupted_write_leaves_nothing_behind(
 ) -> None:
     write_shard(tmp_path, make_result())
     before = read_shard(shard_path(tmp_path, make_result().trial_id))
-    monkeypatch.setattr("mnistfc.records.atomic_write_text", lambda p, t: _fail_midway(p))
+    monkeypatch.setattr("mnistfc.records.store.atomic_write_text", lambda p, t: _fail_midway(p))
     with pytest.raises(OSError, match="No space"):
         write_shard(tmp_path, make_result())
     assert read_shard(shard_path(tmp_path, make_result().trial_id)) == before

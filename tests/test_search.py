@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from mnistfc.errors import ConfigError
 from mnistfc.search import chunk, expand
 from mnistfc.spec import load_spec
 
@@ -61,5 +62,5 @@ def test_chunks_cover_every_trial_once() -> None:
     chunks = chunk(trials, 4)
     assert [len(c) for c in chunks] == [4] * 6 + [1]
     assert [t for c in chunks for t in c] == trials
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         chunk(trials, 0)

@@ -67,8 +67,10 @@ def test_a_failing_trial_leaves_a_failed_shard_that_status_reports(
     assert "DataError: valid_size=500 does not fit the 128 test images" in out
     failed = [read_shard(p) for p in list_shards(results) if read_shard(p)["status"] == "failed"]
     assert len(failed) == 2 and all("Traceback" in s["error"] for s in failed)
-    assert cli.main(["status", str(results)]) == 1
     assert out.count("failed ") >= 2
+    assert cli.main(["status", str(results)]) == 1
+    status = capsys.readouterr().out
+    assert status.count("  failed ") == 2 and "2 completed, 0 diverged, 2 failed" in status
     # failed trials are not retried by default, and are with --rerun-failed
     assert sweep(spec, results, npz_dir, "--executor", "debug") == 0
     assert "nothing to submit" in capsys.readouterr().out
@@ -200,7 +202,7 @@ def test_status_of_a_folder_without_a_plan(tmp_path: Path, capsys) -> None:
     assert "is not a sweep results folder" in capsys.readouterr().err
 
 
-def test_local_executor_gives_each_concurrent_task_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpus_are_found_without_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
     from mnistfc.launch.local import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
@@ -210,6 +212,19 @@ def test_local_executor_gives_each_concurrent_task_one_gpu(monkeypatch: pytest.M
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("PATH", os.devnull)
     assert visible_gpus() == ()
+
+
+def test_local_executor_gives_each_concurrent_task_one_gpu(
+    tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Two GPUs: two lanes, and each task's process sees only its own GPU."""
+    spec, data = tiny
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # no CUDA here: the tasks run on CPU
+    results = tmp_path / "r"
+    assert sweep(spec, results, data, "--executor", "local") == 0
+    assert "2 task(s) of 2-2 trial(s), at most 2 at once on GPUs 0,1" in capsys.readouterr().out
+    seen = {read_shard(p)["env"]["cuda_visible_devices"] for p in list_shards(results)}
+    assert seen == {"0", "1"}
 
 
 def test_plan_only_and_run_chunk_serve_plain_sbatch_arrays(tiny, tmp_path: Path, capsys) -> None:
@@ -224,5 +239,23 @@ def test_plan_only_and_run_chunk_serve_plain_sbatch_arrays(tiny, tmp_path: Path,
     assert cli.main(["run-chunk", str(results), "--index", "0", "--size", "3"]) == 0
     out = capsys.readouterr().out
     assert out.count(": skipped") == 3
+
+
+def test_plan_only_names_one_stable_chunk_size_and_run_chunk_checks_it(
+    tiny, tmp_path: Path, capsys
+) -> None:
+    """The printed size depends on the call, not on which trials happen to be finished."""
+    spec, data = tiny
+    results = tmp_path / "r"
+    assert sweep(spec, results, data, "--plan-only") == 0
+    first = capsys.readouterr().out
+    assert f"sbatch --array=0-3 jobs/sweep-array.sbatch {results} 1" in first
+    assert cli.main(["run-chunk", str(results), "--index", "0", "--size", "1"]) == 0
+    assert sweep(spec, results, data, "--plan-only") == 0
+    assert f"sbatch --array=0-3 jobs/sweep-array.sbatch {results} 1" in capsys.readouterr().out
+    for bad in (["--index", "0", "--size", "0"], ["--index", "4", "--size", "1"]):
+        assert cli.main(["run-chunk", str(results), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("mnistfc: error:"), err
     assert cli.main(["run-chunk", str(results), "--index", "2", "--size", "3"]) == 2
     assert "chunk index 2 out of range" in capsys.readouterr().err

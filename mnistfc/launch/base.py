@@ -26,6 +26,27 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class Request:
+    """What a sweep asks of a backend, before any work is split."""
+
+    profile: ClusterProfile
+    spec_name: str
+    packed: bool
+    max_parallel: int | None = None  # --max-parallel
+    size: int = 0  # trials per task (--chunk, profile chunk); 0: the backend's policy
+    binds: tuple[str, ...] = ()  # folders a container must see (results, data)
+
+
+@dataclass(frozen=True)
+class Work:
+    """The unfinished trials: recorded packs to resume whole, and trials to pack afresh."""
+
+    reused: list[Pack]
+    new: list[Any]
+    parallel: int
+
+
+@dataclass(frozen=True)
 class Resources:
     """What a backend decided for a submission: parallelism, threads and its own settings."""
 
@@ -56,6 +77,11 @@ class SubmissionPlan:
         return sum(len(p) for task in self.tasks for p in task)
 
     @property
+    def submitit_dir(self) -> Path:
+        """Return where submitit keeps this sweep's pickles and job logs."""
+        return self.results_dir / SUBMITIT_DIR
+
+    @property
     def task_trials(self) -> list[list[Any]]:
         """Return each task's trials (its packs' trials, in order)."""
         return [[t for pack in task for t in pack] for task in self.tasks]
@@ -69,7 +95,6 @@ class SubmissionPlan:
 class Backend(ABC):
     """One executor: how it checks its settings, splits work, submits, waits and reports."""
 
-    name: str
     waits_by_default = True  # the jobs are this process's children
 
     def problems(self, profile: ClusterProfile) -> list[str]:
@@ -77,31 +102,22 @@ class Backend(ABC):
         return []
 
     @abstractmethod
-    def resources(
-        self, profile: ClusterProfile, *, spec_name: str, max_parallel: int | None,
-        packed: bool, binds: list[str],
-    ) -> Resources:  # fmt: skip
+    def resources(self, request: Request) -> Resources:
         """Decide parallelism, threads and the backend's own settings (fail before queueing)."""
 
     @abstractmethod
-    def group(
-        self, reused: list[Pack], new: list[Any], *, profile: ClusterProfile, size: int,
-        packed: bool, parallel: int,
-    ) -> list[Task]:  # fmt: skip
+    def group(self, request: Request, work: Work) -> list[Task]:
         """Split the packs to resume and the new trials into tasks."""
 
     def check_ready(self) -> None:  # noqa: B027 - most backends can always submit
         """Raise ConfigError when this host cannot submit (checked before anything is written)."""
 
     @abstractmethod
-    def submit(
-        self,
-        plan: SubmissionPlan,
-        tasks: list[TaskSpec],
-        folder: Path,
-        on_progress: Progress | None,
-    ) -> list[Any]:
-        """Hand the tasks to the executor; return its jobs (with ``job_id``)."""
+    def submit(self, plan: SubmissionPlan, tasks: list[TaskSpec], on: Progress | None) -> list[Any]:
+        """Hand the tasks to the executor; return its jobs (with ``job_id``).
+
+        submitit keeps its files (pickles, logs) under ``plan.submitit_dir``.
+        """
 
     def wait(self, jobs: list[Any], on_progress: Progress | None) -> list[str]:
         """Wait for every job; return the ids of those that failed."""

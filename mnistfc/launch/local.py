@@ -7,12 +7,18 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from mnistfc.launch.base import Backend, Progress, Resources, SubmissionPlan, import_submitit
-from mnistfc.launch.profile import ClusterProfile
-from mnistfc.launch.tasks import Pack, Task, per_lane
+from mnistfc.launch.base import (
+    Backend,
+    Progress,
+    Request,
+    Resources,
+    SubmissionPlan,
+    Work,
+    import_submitit,
+)
+from mnistfc.launch.tasks import Task, per_lane
 from mnistfc.worker import TaskRunner, TaskSpec
 
 MAX_CPU_LANES = 4  # measured (benchmarks/bench_grid.py): more single-threaded lanes gain nothing
@@ -29,41 +35,27 @@ class LocalSettings:
 class Local(Backend):
     """Run tasks as child processes of this one, at most ``parallel`` at once, and wait."""
 
-    name = "local"
-
-    def resources(
-        self, profile: ClusterProfile, *, spec_name: str, max_parallel: int | None,
-        packed: bool, binds: list[str],
-    ) -> Resources:  # fmt: skip
+    def resources(self, request: Request) -> Resources:
         """One lane per GPU; on CPUs, packed lanes of single-threaded steps use the cores best
         (measured: benchmarks/bench_grid.py), unpacked Keras runs one lane with all cores."""
+        profile, packed = request.profile, request.packed
         gpus = visible_gpus()
         cpu_lanes = max(1, min(usable_cores(), MAX_CPU_LANES)) if packed else 1
-        parallel = max_parallel or profile.max_parallel or len(gpus) or cpu_lanes
+        parallel = request.max_parallel or profile.max_parallel or len(gpus) or cpu_lanes
         threads = max(1, usable_cores() // parallel) if packed and not gpus else 0
         note = f"on GPUs {','.join(gpus)}" if gpus else ""
         return Resources(parallel, threads, LocalSettings(gpus, profile.timeout_min), note)
 
-    def group(
-        self, reused: list[Pack], new: list[Any], *, profile: ClusterProfile, size: int,
-        packed: bool, parallel: int,
-    ) -> list[Task]:  # fmt: skip
+    def group(self, request: Request, work: Work) -> list[Task]:
         """One task per lane: every task pays for importing TensorFlow and loading data once."""
-        return per_lane(
-            reused, new, lanes=parallel, size=size, packed=packed, pack_mb=profile.pack_mb
-        )
+        return per_lane(work.reused, work.new, lanes=work.parallel, size=request.size,
+                        packed=request.packed, pack_mb=request.profile.pack_mb)  # fmt: skip
 
-    def submit(
-        self,
-        plan: SubmissionPlan,
-        tasks: list[TaskSpec],
-        folder: Path,
-        on_progress: Progress | None,
-    ) -> list[Any]:
+    def submit(self, plan: SubmissionPlan, tasks: list[TaskSpec], on: Progress | None) -> list[Any]:
         """Start the tasks, never more than ``parallel`` at once, each on its own GPU slot."""
         settings: LocalSettings = plan.resources.settings
         parallel = plan.resources.parallel
-        executor = import_submitit().LocalExecutor(folder=folder)
+        executor = import_submitit().LocalExecutor(folder=plan.submitit_dir)
         jobs: list[Any] = []
         slots: dict[int, Any] = {}
         for task in tasks:
@@ -79,8 +71,8 @@ class Local(Backend):
             executor.update_parameters(timeout_min=settings.timeout_min)
             slots[slot] = executor.submit(TaskRunner(), task)
             jobs.append(slots[slot])
-            if on_progress:
-                on_progress(sum(j.done() for j in jobs), len(tasks))
+            if on:
+                on(sum(j.done() for j in jobs), len(tasks))
         return jobs
 
     def job_states(self, job_ids: list[str]) -> dict[str, str]:

@@ -13,16 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.errors import ConfigError, MnistfcError
-from mnistfc.launch.base import (
-    SUBMITIT_DIR,
-    Backend,
-    Progress,
-    Resources,
-    SubmissionPlan,
-    import_submitit,
-)
+from mnistfc.launch import base
+from mnistfc.launch.base import Backend, Resources, SubmissionPlan, import_submitit
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.launch.tasks import Pack, Task, per_pack
+from mnistfc.launch.tasks import Task, per_pack
 from mnistfc.worker import TaskRunner, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +35,6 @@ class SlurmSettings:
 class Slurm(Backend):
     """Submit to SLURM; the jobs outlive this process, so it does not wait by default."""
 
-    name = "slurm"
     waits_by_default = False
 
     def problems(self, profile: ClusterProfile) -> list[str]:
@@ -50,22 +43,18 @@ class Slurm(Backend):
             return ["partition: a slurm profile needs a partition (see `sinfo -s`)"]
         return []
 
-    def resources(
-        self, profile: ClusterProfile, *, spec_name: str, max_parallel: int | None,
-        packed: bool, binds: list[str],
-    ) -> Resources:  # fmt: skip
+    def resources(self, request: base.Request) -> Resources:
         """Array parallelism from the profile; the container image must exist here."""
-        parallel = max_parallel or profile.array_parallelism
-        python = container_python(profile, binds) if profile.container else None
-        sbatch = sbatch_parameters(profile, spec_name, parallel)
+        profile = request.profile
+        parallel = request.max_parallel or profile.array_parallelism
+        python = container_python(profile, list(request.binds)) if profile.container else None
+        sbatch = sbatch_parameters(profile, request.spec_name, parallel)
         return Resources(parallel, settings=SlurmSettings(sbatch, python))
 
-    def group(
-        self, reused: list[Pack], new: list[Any], *, profile: ClusterProfile, size: int,
-        packed: bool, parallel: int,
-    ) -> list[Task]:  # fmt: skip
+    def group(self, request: base.Request, work: base.Work) -> list[Task]:
         """One array task per pack (or per ``size`` trials): the widest spread."""
-        return per_pack(reused, new, size=size, packed=packed, pack_mb=profile.pack_mb)
+        return per_pack(work.reused, work.new, size=request.size, packed=request.packed,
+                        pack_mb=request.profile.pack_mb)  # fmt: skip
 
     def check_ready(self) -> None:
         """submitit's array tasks need both sbatch and srun."""
@@ -77,16 +66,12 @@ class Slurm(Backend):
             )
 
     def submit(
-        self,
-        plan: SubmissionPlan,
-        tasks: list[TaskSpec],
-        folder: Path,
-        on_progress: Progress | None,
+        self, plan: SubmissionPlan, tasks: list[TaskSpec], on: base.Progress | None
     ) -> list[Any]:
         """Submit one array job (``map_array``) with the plan's sbatch parameters."""
         settings: SlurmSettings = plan.resources.settings
         submitit = import_submitit()
-        executor = submitit.SlurmExecutor(folder=folder / "%j", python=settings.python)
+        executor = submitit.SlurmExecutor(folder=plan.submitit_dir / "%j", python=settings.python)
         executor.update_parameters(**settings.sbatch)
         try:
             return list(executor.map_array(TaskRunner(), tasks))
@@ -155,7 +140,7 @@ def sbatch_script(plan: SubmissionPlan) -> str:
     import_submitit()
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = plan.results_dir / SUBMITIT_DIR / "%j"
+    folder = plan.submitit_dir / "%j"
     python = settings.python or shlex.quote(sys.executable)
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     script = _make_sbatch_string(

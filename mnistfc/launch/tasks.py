@@ -34,7 +34,7 @@ def reusable_packs(
 
 def per_pack(
     reused: list[Pack], new: list[PlannedTrial], *, size: int, packed: bool, pack_mb: float
-) -> list[Task]:
+) -> list[Task]:  # fmt: skip
     """One task per pack (``size`` 0), or tasks of ``size`` trials, each packed within."""
     if not packed:
         return [[[t]] for t in new] if size <= 1 else [[[t] for t in c] for c in chunk(new, size)]
