@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from mnistfc.errors import ShardError
 from mnistfc.launch import job_states
-from mnistfc.plan import Plan, Submission, load_plan
+from mnistfc.plan import Submission, load_plan
 from mnistfc.records import Status, list_shards, read_result
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,12 @@ class SweepStatus:
         return sum(self.counts.get(s.value, 0) for s in Status)
 
 
-def sweep_status(results_dir: str | os.PathLike[str], plan: Plan | None = None) -> SweepStatus:
-    """Compare the shards on disk with the plan."""
-    plan = plan or load_plan(results_dir)
-    states = read_states(results_dir)
+def sweep_status(
+    results_dir: str | os.PathLike[str], states: ShardStates | None = None
+) -> SweepStatus:
+    """Compare the shards on disk (read now unless given) with the plan."""
+    plan = load_plan(results_dir)
+    states = states or read_states(results_dir)
     planned = plan.trial_ids
     counts = Counter(states.status[t].value if t in states.status else "missing" for t in planned)
     failed = {t: states.errors.get(t, "") for t in planned if states.status.get(t) is Status.FAILED}
@@ -106,8 +108,9 @@ class Progress:
 
 def sweep_progress(results_dir: str | os.PathLike[str]) -> Progress:
     """Combine shards on disk with the scheduler's view of the jobs still holding trials."""
-    status = sweep_status(results_dir)
-    done = set(read_states(results_dir).status)
+    shards = read_states(results_dir)
+    status = sweep_status(results_dir, shards)
+    done = set(shards.status)
     states: dict[str, str] = {}
     live_jobs = 0
     for submission in reversed(status.submissions):  # the latest submission of a trial counts
