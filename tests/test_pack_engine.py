@@ -51,11 +51,23 @@ def test_initial_weights_are_the_keras_models_of_each_seed(dataset) -> None:
             np.testing.assert_array_equal(got, want)
 
 
-def test_packed_adam_steps_equal_keras_steps_for_every_trial(dataset) -> None:
-    """Same start, same batches, no dropout: each trial follows its own Keras model exactly."""
-    pack = PackedModel(MIXED, dataset)
+# One group (same width and learning rate) with mixed dropout rates, and seeds past 2**31
+# that Keras folds into int32.
+SAME_GROUP = [
+    small(units=16, dropout=0.0, seed=3),
+    small(units=16, dropout=0.3, seed=2**31 + 5),
+    small(units=16, dropout=0.6, seed=2**32 - 1, activation="tanh"),
+]
+
+
+@pytest.mark.parametrize("configs", [MIXED, SAME_GROUP], ids=["mixed groups", "one group"])
+def test_packed_adam_steps_equal_keras_steps_for_every_trial(dataset, configs) -> None:
+    """Same start, same batches, same dropout masks: each trial follows its own Keras model
+    exactly (MIXED has dropout 0.3 everywhere; SAME_GROUP mixes rates in one group)."""
+    pack = PackedModel(configs, dataset)
+    assert len(pack.groups) == (1 if configs is SAME_GROUP else 3)
     models = []
-    for config in MIXED:
+    for config in configs:
         tf.keras.utils.set_random_seed(config.seed)
         models.append(build_model(config))
     rng = np.random.default_rng(0)

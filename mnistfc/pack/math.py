@@ -15,6 +15,8 @@ import tensorflow as tf
 from mnistfc.config import TrialConfig
 from mnistfc.model import build_model
 
+KERAS_SEED_MOD = 2**31 - 2
+
 
 @dataclass
 class Group:
@@ -64,12 +66,18 @@ def dropout(group: Group, hidden: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
             keep.append(tf.ones(shape, tf.bool))
             continue
         # Each trial's masks come from its own seed and the step: never from its pack-mates.
-        noise = tf.random.stateless_uniform(
-            shape, seed=tf.stack([tf.constant(config.seed, tf.int64), step])
-        )
+        # Keras's SeedGenerator yields [seed, step] and folds both into int32 the same way,
+        # so these are the masks a Keras model of this seed draws at this step.
+        seed = tf.stack([tf.constant(config.seed % KERAS_SEED_MOD, tf.int64), step])
+        noise = tf.random.stateless_uniform(shape, seed=_keras_seed(seed))
         keep.append(noise >= config.dropout)
     scale = tf.constant([1.0 / (1.0 - r) for r in rates], tf.float32)[:, None, None]
     return tf.where(tf.stack(keep), hidden * scale, 0.0)
+
+
+def _keras_seed(seed: tf.Tensor) -> tf.Tensor:
+    # keras.src.backend.tensorflow.random._cast_seed: floormod by 2**31 - 2, then int32.
+    return tf.cast(tf.math.floormod(seed, KERAS_SEED_MOD), tf.int32)
 
 
 def activate(group: Group, z: tf.Tensor) -> tf.Tensor:
