@@ -8,12 +8,9 @@ are selected on validation accuracy; test accuracy is reported for the selected 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mnistfc.errors import MnistfcError, ShardError
@@ -61,6 +58,8 @@ class Results:
         """Return a random search's best-of-N table, by its protocol (None: not one)."""
         if self.plan is None or self.plan.spec.kind != "random":
             return None
+        from mnistfc.budget import best_of_n_pool, best_of_n_repeats
+
         if self.plan.spec.protocol == "repeats":
             return best_of_n_repeats(self.frame, self.plan)
         return best_of_n_pool(self.frame, list(self.plan.spec.budgets))
@@ -106,99 +105,28 @@ def grid_table(frame: pd.DataFrame, rows: str, cols: str, value: str) -> pd.Data
 
 
 def best_trial(frame: pd.DataFrame) -> pd.Series | None:
-    """Return the trial with the highest validation accuracy (ties: the first by id)."""
+    """Return the best trial by validation accuracy, with the tie rule applied.
+
+    Trials tied on validation are one choice: the returned row is the first by id, its
+    ``test_accuracy`` the mean over the tied trials and ``tied`` how many there were.
+    """
     cells = usable(frame).dropna(subset=["valid_accuracy"])
     if cells.empty:
         return None
-    return cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True]).iloc[0]
+    ranked = cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
+    tied = ranked[ranked["valid_accuracy"] == ranked["valid_accuracy"].iloc[0]]
+    best = tied.iloc[0].copy()
+    best["test_accuracy"] = float(tied["test_accuracy"].mean())
+    best["tied"] = len(tied)
+    return best
 
 
-def best_of_n_repeats(frame: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    """The exercise's protocol: for each budget N, best-of-N over each repeat's own N draws.
+def scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return each drawn trial's validation and test accuracy, indexed by trial id.
 
-    Returns one row per budget: mean and standard deviation over repeats of the selected
-    trial's validation accuracy and of its test accuracy, and how many repeats were complete.
+    A diverged trial without any finite epoch was still drawn: it scores 0, so it is never
+    selected unless every draw diverged. Failed trials are faults, not draws: left out.
     """
-    scores = _scores(frame)
-    records = []
-    for budget in plan.spec.budgets:
-        valid, test, complete = [], [], 0
-        for repeat in range(plan.spec.repeats):
-            ids = plan.tagged(repeat=repeat, budget=budget)
-            found = scores.reindex(ids).dropna(subset=["valid"])
-            if len(found) < len(ids):
-                continue  # a repeat is only counted once all its N draws have a result
-            complete += 1
-            pick = found.sort_values(["valid", "trial_id"], ascending=[False, True]).iloc[0]
-            valid.append(pick["valid"])
-            test.append(pick["test"])
-        records.append(_summary(budget, valid, test, complete))
-    return pd.DataFrame(records)
-
-
-def best_of_n_pool(
-    frame: pd.DataFrame, budgets: list[int], n_boot: int = 1000, seed: int = 0
-) -> pd.DataFrame:
-    """Expected best-of-N from one pool of M trials (Dodge et al. 2019, "Show Your Work").
-
-    With validation scores sorted v(1) <= ... <= v(M): with replacement
-    E[max_N] = sum_i v(i) [(i/M)^N - ((i-1)/M)^N]; without replacement (N <= M, unbiased)
-    E[max_N] = sum_i v(i) C(i-1, N-1) / C(M, N). The test accuracy of the selected trial is
-    the same weighted sum over the test scores in validation order. Bands: 2.5 and 97.5
-    percentiles of the with-replacement estimate over bootstrap resamples of the pool.
-    """
-    scores = _scores(frame).dropna(subset=["valid"]).sort_values(["valid", "trial_id"])
-    valid, test = scores["valid"].to_numpy(), scores["test"].to_numpy()
-    m = len(valid)
-    # Resample the pool once and sort each resample once; every budget reuses them.
-    rng = np.random.default_rng(seed)
-    boot = rng.integers(0, m, size=(n_boot, m)) if m else np.zeros((0, 0), dtype=int)
-    order = np.argsort(valid[boot], axis=1, kind="stable")
-    boot_valid = np.take_along_axis(valid[boot], order, axis=1)
-    boot_test = np.take_along_axis(test[boot], order, axis=1)
-    records = []
-    for n in budgets:
-        row: dict[str, Any] = {"budget": n, "pool": m}
-        if m == 0:
-            records.append(row)
-            continue
-        w = _weights_with_replacement(m, n)
-        row["valid_mean"] = float(w @ valid)
-        row["test_mean"] = float(w @ test)
-        if n <= m:
-            u = _weights_without_replacement(m, n)
-            row["valid_unbiased"] = float(u @ valid)
-            row["test_unbiased"] = float(u @ test)
-        row["valid_lo"], row["valid_hi"] = np.percentile(boot_valid @ w, [2.5, 97.5]).tolist()
-        row["test_lo"], row["test_hi"] = np.percentile(boot_test @ w, [2.5, 97.5]).tolist()
-        records.append(row)
-    return pd.DataFrame(records)
-
-
-def _weights_with_replacement(m: int, n: int) -> np.ndarray:
-    i = np.arange(1, m + 1, dtype=np.float64)
-    return (i / m) ** n - ((i - 1) / m) ** n
-
-
-def _weights_without_replacement(m: int, n: int) -> np.ndarray:
-    # C(i-1, N-1) / C(M, N), in logs so that M = 1,000 and N = 200 do not overflow.
-    i = np.arange(1, m + 1)
-    log_c = _log_comb(i - 1, n - 1) - _log_comb(np.array([m]), n)[0]
-    weights = np.where(i >= n, np.exp(log_c), 0.0)
-    return weights
-
-
-def _log_comb(n: np.ndarray, k: int) -> np.ndarray:
-    from math import lgamma
-
-    return np.array(
-        [lgamma(x + 1) - lgamma(k + 1) - lgamma(x - k + 1) if x >= k else -np.inf for x in n]
-    )
-
-
-def _scores(frame: pd.DataFrame) -> pd.DataFrame:
-    # A diverged trial without any finite epoch was still drawn: it scores 0, never selected
-    # unless every draw diverged. Failed trials are faults, not draws, and are left out.
     cells = usable(frame).set_index("trial_id")
     diverged = cells["status"] == Status.DIVERGED.value
     valid = cells["valid_accuracy"].mask(diverged, cells["valid_accuracy"].fillna(0.0))
@@ -207,23 +135,6 @@ def _scores(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {"valid": valid.to_numpy(), "test": test.to_numpy(), "trial_id": index}, index=index
     )
-
-
-def _summary(budget: int, valid: list[float], test: list[float], complete: int) -> dict[str, Any]:
-    def stats(values: list[float]) -> tuple[float, float]:
-        if not values:
-            return math.nan, math.nan
-        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-    (valid_mean, valid_std), (test_mean, test_std) = stats(valid), stats(test)
-    return {
-        "budget": budget,
-        "repeats": complete,
-        "valid_mean": valid_mean,
-        "valid_std": valid_std,
-        "test_mean": test_mean,
-        "test_std": test_std,
-    }
 
 
 def require_trials(results: Results, where: str) -> None:

@@ -13,6 +13,10 @@ from typing import Any
 from mnistfc.errors import ConfigError
 
 DATASETS = ("mnist", "fashion_mnist")
+VALID_SPLITS = ("exercise", "stratified")
+# Fields added after the first release, at the value every older trial implicitly had: left
+# out of the canonical form while at it, so every older trial id (and spec hash) stays valid.
+_LATER_DEFAULTS = {"valid_split": "exercise"}
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus", "swish", "linear")
 
 
@@ -22,7 +26,9 @@ class TrialConfig:
 
     Field names are Keras's own argument names. Defaults are the exercise's single model.
     ``valid_size`` images are taken from the *end* of the test split for validation, as the
-    exercise did (valid = test[8000:], test = test[:8000]).
+    exercise did (valid = test[8000:], test = test[:8000]); ``valid_split = "stratified"``
+    draws them instead with a fixed seed, class by class, so the two slices are alike
+    (the exercise's validation slice is easier than its test slice: see README).
     """
 
     dataset: str = "mnist"
@@ -34,6 +40,7 @@ class TrialConfig:
     epochs: int = 10
     seed: int = 0
     valid_size: int = 2000
+    valid_split: str = "exercise"
 
     def __post_init__(self) -> None:
         # Coerce ints given for float fields so TrialConfig(dropout=0) hashes like dropout=0.0,
@@ -63,8 +70,16 @@ class TrialConfig:
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-safe mapping that ``from_dict`` reads back and the id hashes."""
-        return asdict(self)
+        """Return the JSON-safe mapping that ``from_dict`` reads back and the id hashes.
+
+        Fields added after the first release are left out while at their default, so a
+        config an older mnistfc wrote reads back to the same trial.
+        """
+        data = asdict(self)
+        for key, default in _LATER_DEFAULTS.items():
+            if data[key] == default:
+                del data[key]
+        return data
 
     @property
     def trial_id(self) -> str:
@@ -91,6 +106,8 @@ def _value_problems(cfg: TrialConfig) -> list[str]:
     problems = []
     if cfg.dataset not in DATASETS:
         problems.append(f"dataset: {cfg.dataset!r} is not one of {', '.join(DATASETS)}")
+    if cfg.valid_split not in VALID_SPLITS:
+        problems.append(f"valid_split: {cfg.valid_split!r} is not one of {', '.join(VALID_SPLITS)}")
     if cfg.activation not in ACTIVATIONS:
         problems.append(f"activation: {cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}")
     for name in ("units", "batch_size", "epochs", "valid_size"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ _SUBDIRS = {
 }
 # Where Debian's dataset-fashion-mnist package installs the IDX files.
 _SYSTEM_DIRS = {"fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
+SPLIT_SEED = 20260101  # the stratified split's seed: one split for every trial, forever
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Dataset:
     y_test: np.ndarray
     source: str
     content_sha256: str
+    valid_split: str = "exercise"
 
     def describe(self) -> dict[str, object]:
         """Return the provenance that a result shard records."""
@@ -53,6 +56,7 @@ class Dataset:
             "n_train": len(self.x_train),
             "n_valid": len(self.x_valid),
             "n_test": len(self.x_test),
+            "valid_split": self.valid_split,
         }
 
 
@@ -122,33 +126,71 @@ def load_raw(name: str, data_dir: str | os.PathLike[str] | None = None) -> RawDa
     return raw
 
 
-def preprocess(raw: RawDataset, valid_size: int = 2000) -> Dataset:
-    """Scale to [0, 1] float32, flatten, split valid = test[-valid_size:], one-hot the labels."""
-    n_test = len(raw.x_test)
-    if not 0 < valid_size < n_test:
-        raise DataError(
-            f"valid_size={valid_size} does not fit the {n_test} test images of {raw.source}: "
-            f"choose 0 < valid_size < {n_test}"
-        )
-    split = n_test - valid_size
+def preprocess(raw: RawDataset, valid_size: int = 2000, valid_split: str = "exercise") -> Dataset:
+    """Scale to [0, 1] float32, flatten, split validation from test, one-hot the labels."""
+    valid, test = split_indices(raw.y_test, valid_size, valid_split, raw.source)
     return Dataset(
         name=raw.name,
         x_train=_scale(raw.x_train),
         y_train=_one_hot(raw.y_train),
-        x_valid=_scale(raw.x_test[split:]),
-        y_valid=_one_hot(raw.y_test[split:]),
-        x_test=_scale(raw.x_test[:split]),
-        y_test=_one_hot(raw.y_test[:split]),
+        x_valid=_scale(raw.x_test[valid]),
+        y_valid=_one_hot(raw.y_test[valid]),
+        x_test=_scale(raw.x_test[test]),
+        y_test=_one_hot(raw.y_test[test]),
         source=raw.source,
         content_sha256=raw.content_sha256(),
+        valid_split=valid_split,
     )
 
 
+def split_indices(
+    labels: np.ndarray, valid_size: int, valid_split: str = "exercise", source: str = "test set"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the test-set indices of the validation and the test slice.
+
+    ``exercise``: the last ``valid_size`` images validate, the rest test (the exercise's
+    split). ``stratified``: each class gives its share of ``valid_size`` (largest
+    remainders), drawn with a fixed seed, so the slices are alike and every trial of every
+    sweep validates on the same images.
+    """
+    n_test = len(labels)
+    if not 0 < valid_size < n_test:
+        raise DataError(
+            f"valid_size={valid_size} does not fit the {n_test} test images of {source}: "
+            f"choose 0 < valid_size < {n_test}"
+        )
+    if valid_split == "exercise":
+        return np.arange(n_test - valid_size, n_test), np.arange(n_test - valid_size)
+    rng = np.random.default_rng(SPLIT_SEED)
+    counts = np.bincount(labels, minlength=N_CLASSES)
+    share = valid_size * counts / n_test
+    take = np.floor(share).astype(int)
+    take[np.argsort(-(share - take), kind="stable")[: valid_size - take.sum()]] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[: take[c]] for c in range(N_CLASSES)]
+    valid = np.sort(np.concatenate(chosen))
+    return valid, np.setdiff1d(np.arange(n_test), valid)
+
+
 def load_dataset(
-    name: str = "mnist", data_dir: str | os.PathLike[str] | None = None, valid_size: int = 2000
+    name: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    valid_size: int = 2000,
+    valid_split: str = "exercise",
 ) -> Dataset:
     """Locate, read, check and preprocess a dataset: what every trial starts from."""
-    return preprocess(load_raw(name, data_dir), valid_size)
+    return preprocess(load_raw(name, data_dir), valid_size, valid_split)
+
+
+def dataset_for(config: Any, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """Load the data a trial config asks for (dataset, validation size and split)."""
+    return load_dataset(config.dataset, data_dir, config.valid_size, config.valid_split)
+
+
+def matches(config: Any, dataset: Dataset) -> bool:
+    """Return whether a loaded dataset is the one a trial config asks for."""
+    return (config.dataset, config.valid_size, config.valid_split) == (
+        dataset.name, len(dataset.x_valid), dataset.valid_split
+    )  # fmt: skip
 
 
 def _scale(images: np.ndarray) -> np.ndarray:

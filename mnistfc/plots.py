@@ -140,9 +140,11 @@ def plot_misclassified(
 
 
 def plot_grid_heatmap(
-    table: Any, title: str, path: str | os.PathLike[str], fmt: str = ".3f", best: Any = None
-) -> None:
-    """Draw a rows x columns table of one metric as an annotated heatmap (NaN cells blank)."""
+    table: Any, title: str, path: str | os.PathLike[str], fmt: str = ".3f",
+    marks: dict[Any, str] | None = None,
+) -> None:  # fmt: skip
+    """Draw a rows x columns table of one metric as an annotated heatmap (NaN cells blank);
+    ``marks`` adds a symbol to cells keyed (row, column), e.g. "*" for the best."""
     values = table.to_numpy(dtype=float)
     fig, ax = _figure(1.2 * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8)
     image = ax.imshow(values, cmap="viridis", aspect="auto")
@@ -150,8 +152,8 @@ def plot_grid_heatmap(
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
-                is_best = best is not None and (table.index[i], table.columns[j]) == best
-                label = format(values[i, j], fmt) + (" *" if is_best else "")
+                mark = (marks or {}).get((table.index[i], table.columns[j]))
+                label = format(values[i, j], fmt) + (f" {mark}" if mark else "")
                 colour = "black" if values[i, j] > np.nanmean(values) else "white"
                 ax.text(j, i, label, ha="center", va="center", fontsize=9, color=colour)
     ax.set_xticks(range(values.shape[1]), [str(c) for c in table.columns])
@@ -163,26 +165,66 @@ def plot_grid_heatmap(
 
 
 def plot_budget_curve(
-    budgets: Any, series: Sequence[tuple[str, Any, Any, Any]], title: str,
+    table: Any, exercise: dict[int, tuple[float, float]], title: str,
     path: str | os.PathLike[str],
 ) -> None:  # fmt: skip
-    """Plot accuracy against budget N with error bars: one (label, y, err_low, err_high) per line.
+    """Plot best-of-N against N: each line and its error bars named in the legend.
 
-    Errors are distances below and above y (standard deviations, or band edges minus y).
+    ``table`` has budget.csv's columns. Bars are the spread from one search of N to the next
+    (drawn only where estimated); the shaded band is the 95% interval of the validation
+    estimate itself (only where estimable); the exercise's own points, if given, are its
+    mean and std (ddof 0) over 3 repeats of the best *test* accuracy.
     """
-    fig, ax = _figure(6.4, 4.4)
-    for index, (label, y, low, high) in enumerate(series):
+    budgets = table["budget"].to_numpy(dtype=float)
+    fig, ax = _figure(7.2, 4.8)
+    ax.errorbar(
+        budgets,
+        table["valid_expected"],
+        yerr=table["valid_std"].fillna(0.0),
+        fmt="o-",
+        capsize=4,
+        color="C0",
+        label="best validation accuracy of N (expected); bars: ±1 sd across searches",
+    )
+    band = table["valid_band_lo"].notna().to_numpy()
+    if band.any():
+        ax.fill_between(budgets[band], table["valid_band_lo"][band], table["valid_band_hi"][band],
+                        color="C0", alpha=0.2,
+                        label="95% interval of that expectation (jackknife)")  # fmt: skip
+    ax.errorbar(budgets, table["test_expected"], yerr=table["test_std"].fillna(0.0), fmt="s-",
+                capsize=4, color="C1",
+                label="test accuracy of the trial selected on validation; bars: ±1 sd")  # fmt: skip
+    if table["select_on_test"].notna().any():
+        ax.plot(
+            budgets,
+            table["select_on_test"],
+            "v--",
+            color="C3",
+            alpha=0.8,
+            label="best test accuracy of N (selecting on test, the exercise's rule)",
+        )
+    shown = [(n, *exercise[n]) for n in exercise if n in set(budgets.astype(int))] or [
+        (n, *v) for n, v in exercise.items()]  # fmt: skip
+    if shown:
+        n, mean, std = (np.array(col, dtype=float) for col in zip(*shown, strict=True))
         ax.errorbar(
-            budgets, y, yerr=[low, high], fmt="o-", capsize=4, color=f"C{index}", label=label
+            n,
+            mean,
+            yerr=std,
+            fmt="D",
+            capsize=4,
+            color="C2",
+            markerfacecolor="none",
+            label="the exercise: best test accuracy of N, mean ± sd of 3 repeats",
         )
     ax.set_xscale("log")
     ax.minorticks_off()
-    ax.set_xticks(list(budgets), [str(b) for b in budgets])
-    ax.set_xlabel("budget N (trials)")
-    ax.set_ylabel("accuracy of the best of N (selected on validation)")
-    ax.set_title(textwrap.fill(title, 60), fontsize=10)
+    ax.set_xticks(list(budgets), [str(int(b)) for b in budgets])
+    ax.set_xlabel("budget N (trials per search)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(textwrap.fill(title, 70), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")
     _save(fig, path)
 
 

@@ -10,27 +10,19 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from mnistfc import plots
-from mnistfc.aggregate import (
-    Results,
-    best_of_n_pool,
-    best_of_n_repeats,
-    best_trial,
-    grid_table,
-    load_results,
-    require_trials,
-    usable,
-)
+from mnistfc.aggregate import Results, load_results, require_trials, usable
 from mnistfc.atomic import atomic_write_text
-from mnistfc.plan import Plan
 from mnistfc.records import Status, list_shards, read_result, shard_dir
 from mnistfc.render import Report, render
-from mnistfc.spec import SweepSpec
+from mnistfc.section import grid_section, random_section
 
 SELECTION_RULE = (
-    "Models are selected on validation accuracy (the last 2,000 test images); test accuracy "
-    "(the first 8,000) is reported for the selected models only. The exercise selected on "
-    "test accuracy, which leaks the test set into the choice."
+    "Models are selected on validation accuracy (by default the last 2,000 test images); the "
+    "result of a selection is the test accuracy (the other 8,000) of the selected model. Where "
+    "a table shows test accuracy for every trial (the grid's test-error table, results.csv), "
+    "it is for inspection and is never used to choose. The exercise selected on test "
+    "accuracy, which leaks the test set into the choice; the random-search section shows by "
+    "how much that flatters."
 )
 
 
@@ -58,9 +50,9 @@ def write_report(
     report.files.append(csv_path)
     _overview(report, results, results_dir)
     if spec is not None and spec.kind == "grid" and len(spec.axes) == 2:
-        _grid_section(report, results, spec, out, table_format)
+        grid_section(report, results, spec, out, table_format)
     elif spec is not None and spec.kind == "random" and results.plan is not None:
-        _random_section(report, results, results.plan, out, table_format)
+        random_section(report, results, results.plan, out, table_format)
     _best_section(report, results, table_format)
     report.files += render(report, out)
     return report
@@ -134,82 +126,6 @@ def _overview(report: Report, results: Results, results_dir: str | os.PathLike[s
             "p", f"Failed trials (tracebacks in their shards): {', '.join(failed['trial_id'])}"
         )
     report.text += [line for line in lines[:3]]
-
-
-def _grid_section(report: Report, results: Results, spec: SweepSpec, out: Path, fmt: str) -> None:
-    rows, cols = (name for name, _ in spec.axes)
-    frame = results.frame
-    report.add("h2", f"Grid: {rows} x {cols}")
-    cells = usable(frame).sort_values([rows, cols])
-    lines = [
-        f"{rows} = {r[rows]:.2f}, {r[cols]} neurons -> accuracy {r['valid_accuracy']:.3f}, "
-        f"error rate = {100 - 100 * r['valid_accuracy']:.1f}% (validation); "
-        f"test accuracy {r['test_accuracy']:.3f}"
-        if (rows, cols) == ("dropout", "units")
-        else f"{rows} = {r[rows]}, {cols} = {r[cols]} -> validation accuracy "
-        f"{r['valid_accuracy']:.3f}, test accuracy {r['test_accuracy']:.3f}"
-        for _, r in cells.iterrows()
-    ]
-    report.add("pre", "\n".join(lines))
-    best = best_trial(frame)
-    marker = (best[rows], best[cols]) if best is not None else None
-    for value, title, number in (
-        ("valid_accuracy", "Validation accuracy", ".4f"),
-        ("test_error_pct", "Test error rate [%]", ".2f"),
-    ):
-        table = grid_table(frame, rows, cols, value)
-        headers, table_rows = _pivot_rows(table, number)
-        report.add("p", f"{title} ({rows} down, {cols} across):")
-        report.add("table", (headers, table_rows))
-        report.text.append(
-            f"{title}:\n"
-            + tabulate(table_rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-        )
-        png = out / f"grid_{value}.png"
-        plots.plot_grid_heatmap(table, f"{title} (* = best by validation)", png, number, marker)
-        report.add("img", (png, title))
-        report.files.append(png)
-    if best is not None:
-        sentence = (
-            f"Best cell by validation accuracy: {rows} = {best[rows]}, {cols} = {best[cols]}: "
-            f"validation {best['valid_accuracy']:.4f}, test {best['test_accuracy']:.4f} "
-            f"(trial {best['trial_id']})."
-        )
-        report.add("p", sentence)
-        report.text.append(sentence)
-
-
-def _random_section(report: Report, results: Results, plan: Plan, out: Path, fmt: str) -> None:
-    budgets = list(plan.spec.budgets)
-    if plan.spec.protocol == "repeats":
-        table = best_of_n_repeats(results.frame, plan)
-        title = f"Best of N over {plan.spec.repeats} independent repeats (mean ± std)"
-        series = [
-            ("validation", table["valid_mean"], table["valid_std"], table["valid_std"]),
-            ("test (of the selected)", table["test_mean"], table["test_std"], table["test_std"]),
-        ]
-        columns = ["budget", "repeats", "valid_mean", "valid_std", "test_mean", "test_std"]
-    else:
-        table = best_of_n_pool(results.frame, budgets)
-        title = "Expected best of N from one pool (Dodge et al. 2019), 95% bootstrap band"
-        series = [
-            ("validation", table["valid_mean"], table["valid_mean"] - table["valid_lo"],
-             table["valid_hi"] - table["valid_mean"]),
-            ("test (of the selected)", table["test_mean"], table["test_mean"] - table["test_lo"],
-             table["test_hi"] - table["test_mean"]),
-        ]  # fmt: skip
-        columns = list(table.columns)
-    report.add("h2", "Random search: " + title)
-    headers = list(columns)
-    rows = [[_cell(v) for v in row] for row in table[columns].itertuples(index=False)]
-    report.add("table", (headers, rows))
-    report.text.append(
-        f"{title}:\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-    )
-    png = out / "budget_curve.png"
-    plots.plot_budget_curve(budgets, series, title, png)
-    report.add("img", (png, "Best-of-N accuracy against budget N"))
-    report.files.append(png)
 
 
 def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> None:

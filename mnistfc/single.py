@@ -16,7 +16,7 @@ from tabulate import tabulate
 from mnistfc import plots
 from mnistfc.atomic import atomic_path, atomic_write_text
 from mnistfc.config import TrialConfig
-from mnistfc.data import load_dataset
+from mnistfc.data import dataset_for
 from mnistfc.records import HISTORY_KEYS, Status, SweepRef, TrialResult, shard_path
 
 SPLIT_LABELS = {"train": "Train", "valid": "Validation", "test": "Test"}
@@ -46,7 +46,7 @@ def run_single(
 
     out = Path(out_dir)
     started = time.perf_counter()
-    dataset = load_dataset(config.dataset, data_dir, config.valid_size)
+    dataset = dataset_for(config, data_dir)
     load_s = time.perf_counter() - started
     _check_writable(out)
     result = run_trial(

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 
 from mnistfc.config import TrialConfig
-from mnistfc.data import Dataset
+from mnistfc.data import Dataset, matches
 from mnistfc.errors import ConfigError
 from mnistfc.model import build_model
 from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
@@ -146,10 +146,11 @@ def _float_or_none(values: list[float]) -> float | None:
 
 
 def _check_dataset_matches(config: TrialConfig, dataset: Dataset) -> None:
-    if config.dataset != dataset.name or config.valid_size != len(dataset.x_valid):
+    if not matches(config, dataset):
         raise ConfigError(
-            f"trial wants dataset={config.dataset} with valid_size={config.valid_size}, but the "
-            f"loaded data is {dataset.name} with {len(dataset.x_valid)} validation images"
+            f"trial wants dataset={config.dataset} with valid_size={config.valid_size} "
+            f"({config.valid_split} split), but the loaded data is {dataset.name} with "
+            f"{len(dataset.x_valid)} validation images ({dataset.valid_split} split)"
         )
 
 

@@ -53,7 +53,7 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
     outcome: list[tuple[str, str]] = []
     failures: list[str] = []
     claims = Claims(task.results_dir)
-    datasets: dict[tuple[str, int], Any] = {}
+    datasets: dict[tuple[str, int, str], Any] = {}
     try:
         elsewhere: list[TrialConfig] = []
         for pack in task.packs:
@@ -114,17 +114,17 @@ def _run_pack(
     task: TaskSpec,
     configs: list[TrialConfig],
     claims: Claims,
-    datasets: dict[tuple[str, int], Any],
+    datasets: dict[tuple[str, int, str], Any],
     outcome: list[tuple[str, str]],
 ) -> list[str]:
     """Run one pack (packed) or its trials one by one (Keras); return failure lines."""
-    from mnistfc.data import load_dataset
+    from mnistfc.data import dataset_for
 
-    key = (configs[0].dataset, configs[0].valid_size)
+    key = (configs[0].dataset, configs[0].valid_size, configs[0].valid_split)
     started = time.perf_counter()
     try:
         if key not in datasets:
-            datasets[key] = load_dataset(key[0], task.data_dir, key[1])
+            datasets[key] = dataset_for(configs[0], task.data_dir)
     except Exception as exc:  # record it per trial: status must show why each one failed
         env = runtime.environment()
         for config in configs:

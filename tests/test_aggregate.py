@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mnistfc import cli
-from mnistfc.aggregate import best_of_n_pool, best_of_n_repeats, load_results
+from mnistfc.aggregate import load_results
+from mnistfc.budget import best_of_n_pool, best_of_n_repeats
 from mnistfc.config import TrialConfig
 from mnistfc.plan import save_plan
 from mnistfc.records import Status, TrialResult, write_shard
@@ -40,6 +42,7 @@ def fake_result(
         history=[],
         timing={"load_s": 1.0, "fit_s": 10.0, "eval_s": 1.0, "total_s": 12.0},
         env={"host": "test"},
+        data={"name": "mnist", "n_train": 60000, "n_valid": 2000, "n_test": 8000},
         error="Traceback\nRuntimeError: boom" if status is Status.FAILED else None,
     )
 
@@ -65,8 +68,11 @@ def test_grid_tables_report_and_csv_trace_back_to_shards(tmp_path: Path, capsys)
     make_sweep(tmp_path, GRID, score)
     assert cli.main(["aggregate", str(tmp_path), "--table-format", "github"]) == 0
     out = capsys.readouterr().out
-    assert "| 0.0               | 0.9160 | 0.9320 |" in out  # valid accuracy, dropout 0
-    assert "| 0.5               | 0.8660 | 0.8820 |" in out
+    # validation accuracy ± its binomial standard error on 2,000 images; * best, ~ within noise
+    assert "| 0.0               | 0.9160 ±0.0062 ~ | 0.9320 ±0.0056 * |" in out
+    assert "| 0.5               | 0.8660 ±0.0076   | 0.8820 ±0.0072   |" in out
+    assert "2 cell(s) are within noise of the best" in out or "within noise" in out
+    assert "Test error rate [%] of every cell: for inspection only, not used to select" in out
     best = "Best cell by validation accuracy: dropout = 0.0, units = 32: validation 0.9320"
     assert f"{best}, test 0.8320" in out
     report = tmp_path / "report"
@@ -130,9 +136,9 @@ def test_repeats_protocol_matches_a_direct_recomputation(tmp_path: Path) -> None
             best = max(ids, key=lambda i: scores[i][0])
             picked.append(scores[best])
         valid, test = np.array(picked).T
-        assert table.loc[budget, "valid_mean"] == pytest.approx(valid.mean())
+        assert table.loc[budget, "valid_expected"] == pytest.approx(valid.mean())
         assert table.loc[budget, "valid_std"] == pytest.approx(valid.std(ddof=1))
-        assert table.loc[budget, "test_mean"] == pytest.approx(test.mean())
+        assert table.loc[budget, "test_expected"] == pytest.approx(test.mean())
         assert table.loc[budget, "repeats"] == 3
 
 
@@ -156,13 +162,46 @@ def test_pool_estimators_match_brute_force(tmp_path: Path) -> None:
     pairs = list(zip(frame["valid_accuracy"], frame["test_accuracy"], strict=True))
     for n in (1, 3, 7):
         subsets = list(itertools.combinations(pairs, n))  # without replacement
-        assert table.loc[n, "valid_unbiased"] == pytest.approx(
+        assert table.loc[n, "valid_expected"] == pytest.approx(
             np.mean([max(s)[0] for s in subsets])
         )
-        assert table.loc[n, "test_unbiased"] == pytest.approx(np.mean([max(s)[1] for s in subsets]))
+        assert table.loc[n, "test_expected"] == pytest.approx(np.mean([max(s)[1] for s in subsets]))
+        assert table.loc[n, "select_on_test"] == pytest.approx(
+            np.mean([max(t for _, t in s) for s in subsets])
+        )
         draws = list(itertools.product(pairs, repeat=n))  # with replacement
-        assert table.loc[n, "valid_mean"] == pytest.approx(np.mean([max(d)[0] for d in draws]))
-        assert table.loc[n, "valid_lo"] <= table.loc[n, "valid_mean"] <= table.loc[n, "valid_hi"]
+        assert table.loc[n, "valid_expected_with_replacement"] == pytest.approx(
+            np.mean([max(d)[0] for d in draws])
+        )
+        # A pool of 7 cannot say how much the best of 3 or 7 varies (N > M/4): left empty.
+        assert np.isnan(table.loc[n, "valid_std"]) == (n > 7 / 4)
+        assert np.isnan(table.loc[n, "valid_band_lo"])  # a band needs 5 <= N <= M/8
+
+
+def test_pool_spread_and_band_match_brute_force_where_estimable() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "trial_id": [f"t{i:02d}" for i in range(24)], "status": "completed",
+        "valid_accuracy": np.round(rng.uniform(0.9, 1.0, 24), 2),  # ties, as on 2,000 images
+        "test_accuracy": rng.uniform(0.8, 1.0, 24),
+    })  # fmt: skip
+    table = best_of_n_pool(frame, [2, 3, 7]).set_index("budget")
+    valid, test = frame["valid_accuracy"].to_numpy(), frame["test_accuracy"].to_numpy()
+    for n in (2, 3):  # n <= 24 / 4: the spread is estimable
+        best, chosen = [], []
+        for subset in itertools.combinations(range(24), n):
+            top = max(valid[list(subset)])
+            best.append(top)
+            chosen.append(np.mean([test[i] for i in subset if valid[i] == top]))  # tie rule
+        assert table.loc[n, "valid_std"] == pytest.approx(np.std(best))
+        assert table.loc[n, "test_expected"] == pytest.approx(np.mean(chosen))
+        assert table.loc[n, "test_std"] == pytest.approx(np.std(chosen))
+        assert np.isnan(table.loc[n, "valid_band_lo"])  # the band needs 5 <= n <= 24 / 8
+    assert np.isnan(table.loc[7, "valid_std"])  # 7 > 24 / 4: not estimable from this pool
+    banded = best_of_n_pool(pd.concat([frame] * 2).assign(trial_id=[f"u{i}" for i in range(48)]),
+                            [5]).set_index("budget")  # fmt: skip
+    low, high = banded.loc[5, "valid_band_lo"], banded.loc[5, "valid_band_hi"]
+    assert low < banded.loc[5, "valid_expected"] < high
 
 
 def test_diverged_trials_are_draws_and_failed_ones_are_not(tmp_path: Path) -> None:
@@ -183,7 +222,7 @@ def test_diverged_trials_are_draws_and_failed_ones_are_not(tmp_path: Path) -> No
     make_sweep(tmp_path, spec, score)
     table = best_of_n_pool(load_results(tmp_path).frame, [1]).set_index("budget")
     assert table.loc[1, "pool"] == 3  # completed, completed, diverged (scored 0)
-    assert table.loc[1, "valid_mean"] == pytest.approx((0.6 + 0.9 + 0.0) / 3)
+    assert table.loc[1, "valid_expected"] == pytest.approx((0.6 + 0.9 + 0.0) / 3)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:

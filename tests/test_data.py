@@ -16,7 +16,7 @@ from mnistfc.data import (
     preprocess,
     read_raw,
 )
-from mnistfc.errors import DataError
+from mnistfc.errors import ConfigError, DataError
 
 
 def test_npz_is_preprocessed_exactly_as_the_exercise(npz_dir: Path, arrays: dict) -> None:
@@ -199,3 +199,35 @@ def test_idx_header_checks_do_not_trust_the_dimensions(tmp_path: Path, arrays: d
     paths[0].write_bytes(bytes(data))
     with pytest.raises(DataError, match="truncated or padded"):
         load_raw("mnist", tmp_path)
+
+
+def test_the_stratified_split_is_seeded_alike_and_disjoint() -> None:
+    from mnistfc.data import split_indices
+
+    labels = np.repeat(np.arange(10), [98, 113, 103, 101, 98, 89, 96, 103, 97, 102])
+    np.random.default_rng(0).shuffle(labels)
+    valid, test = split_indices(labels, 200, "stratified")
+    assert len(valid) == 200 and len(test) == len(labels) - 200
+    assert set(valid).isdisjoint(test) and set(valid) | set(test) == set(range(len(labels)))
+    share = np.bincount(labels[valid], minlength=10) / 200
+    assert np.abs(share - np.bincount(labels, minlength=10) / len(labels)).max() < 0.006
+    again, _ = split_indices(labels, 200, "stratified")
+    assert (again == valid).all()  # one fixed split: every trial validates on the same images
+    exercise, rest = split_indices(labels, 200, "exercise")
+    assert (exercise == np.arange(len(labels) - 200, len(labels))).all()
+    assert (rest == np.arange(len(labels) - 200)).all()
+
+
+def test_a_stratified_trial_records_its_split_and_keeps_older_ids(npz_dir) -> None:
+    from mnistfc.config import TrialConfig
+    from mnistfc.data import dataset_for
+
+    assert TrialConfig().trial_id == "788d96fe7049"  # the id every earlier mnistfc gave
+    assert "valid_split" not in TrialConfig().to_dict()
+    config = TrialConfig(valid_size=28, valid_split="stratified")
+    assert config.to_dict()["valid_split"] == "stratified"
+    assert config.trial_id != TrialConfig(valid_size=28).trial_id
+    data = dataset_for(config, npz_dir)
+    assert data.describe()["valid_split"] == "stratified" and len(data.x_valid) == 28
+    with pytest.raises(ConfigError, match="valid_split"):
+        TrialConfig(valid_split="random")

@@ -52,7 +52,7 @@ def test_pool_protocol_is_prefix_stable() -> None:
         load_spec(JOBS / "random.toml", ["protocol=pool", "pool_size=50", "budgets=[10, 50]"])
     )
     large = expand(load_spec(JOBS / "random.toml", ["protocol=pool"]))
-    assert len(small) == 50 and len(large) == 200
+    assert len(small) == 50 and len(large) == 400
     assert [t.trial_id for t in large[:50]] == [t.trial_id for t in small]
     assert dict(large[3].tags[0]) == {"pool": 3}
 

@@ -20,7 +20,7 @@ def test_the_exercise_specs_load() -> None:
     assert (grid.base.batch_size, grid.base.epochs, grid.base.learning_rate) == (32, 10, 1e-3)
     random = load_spec(JOBS / "random.toml")
     assert random.protocol == "repeats" and random.repeats == 3
-    assert random.budgets == (10, 20, 50, 100, 200) and random.pool_size == 200
+    assert random.budgets == (10, 20, 50, 100, 200) and random.pool_size == 400
     assert dict(random.axes)["activation"] == ("relu", "elu", "sigmoid", "tanh")
     assert load_spec(JOBS / "random.toml", ["protocol=pool"]).protocol == "pool"
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -81,21 +82,32 @@ def test_report_numbers_recomputed_from_real_data_shards(
     best = max(grid, key=lambda s: (s["metrics"]["valid"]["accuracy"], -int(s["trial_id"], 16)))
     assert f"test {best['metrics']['test']['accuracy']:.4f} (trial {best['trial_id']})" in grid_md
 
+    # budget.csv recomputed independently from the pool's shards (6 trials, budgets 1, 2, 6)
     pool = _shards(results / "random")
-    valid = np.sort([s["metrics"]["valid"]["accuracy"] for s in pool])
-    random_md = (results / "random" / "report" / "report.md").read_text()
-    rows = {
-        int(r[0]): r
-        for r in re.findall(
-            r"^\|\s*(\d+)\s*\|\s*6\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)", random_md, re.M
-        )
-    }
-    assert set(rows) == {1, 2, 6}
-    assert float(rows[1][1]) == pytest.approx(valid.mean(), abs=1e-4)
-    assert float(rows[6][3]) == pytest.approx(valid.max(), abs=1e-4)  # unbiased best of all 6
+    pairs = sorted((s["metrics"]["valid"]["accuracy"], s["metrics"]["test"]["accuracy"])
+                   for s in pool)  # fmt: skip
+    valid = np.array([v for v, _ in pairs])
+    with open(results / "random" / "report" / "budget.csv", newline="") as handle:
+        rows = {int(r["budget"]): r for r in csv.DictReader(handle)}
+    assert set(rows) == {1, 2, 6} and {r["pool"] for r in rows.values()} == {"6"}
+    for n, row in rows.items():
+        subsets = list(itertools.combinations(pairs, n))
+        best = [max(v for v, _ in s) for s in subsets]
+        chosen = [
+            np.mean([t for v, t in s if v == top]) for s, top in zip(subsets, best, strict=True)
+        ]
+        assert float(row["valid_expected"]) == pytest.approx(np.mean(best), abs=1e-9)
+        assert float(row["test_expected"]) == pytest.approx(np.mean(chosen), abs=1e-9)
+        on_test = np.mean([max(t for _, t in s) for s in subsets])
+        assert float(row["select_on_test"]) == pytest.approx(on_test, abs=1e-9)
+        assert row["valid_std"] == "" and row["valid_band_lo"] == ""  # 6 trials: not estimable
+    assert float(rows[1]["valid_expected"]) == pytest.approx(valid.mean(), abs=1e-9)
+    assert float(rows[6]["valid_expected"]) == pytest.approx(valid.max(), abs=1e-9)
     m = len(valid)
     with_replacement = sum(v * ((i / m) ** 2 - ((i - 1) / m) ** 2) for i, v in enumerate(valid, 1))
-    assert float(rows[2][1]) == pytest.approx(with_replacement, abs=1e-4)
+    assert float(rows[2]["valid_expected_with_replacement"]) == pytest.approx(with_replacement)
+    random_md = (results / "random" / "report" / "report.md").read_text()
+    assert "Not estimable from a pool of 6" in random_md and "diverged" in random_md
 
 
 @pytest.mark.slow

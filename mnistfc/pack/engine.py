@@ -27,7 +27,7 @@ import numpy as np
 
 from mnistfc import runtime
 from mnistfc.config import TrialConfig
-from mnistfc.data import Dataset
+from mnistfc.data import Dataset, matches
 from mnistfc.errors import ConfigError, Interrupted
 from mnistfc.pack.model import SPLITS, PackedModel
 from mnistfc.pack.planner import n_params, pack_id, pack_key
@@ -245,9 +245,10 @@ def _check_pack(configs: list[TrialConfig], dataset: Dataset) -> None:
     if len(keys) != 1:
         raise ConfigError(f"a pack needs one batch size, epochs and dataset; got {sorted(keys)}")
     for config in configs:
-        if config.dataset != dataset.name or config.valid_size != len(dataset.x_valid):
+        if not matches(config, dataset):
             raise ConfigError(
                 f"trial {config.trial_id} wants dataset={config.dataset} with valid_size="
-                f"{config.valid_size}, but the loaded data is {dataset.name} with "
-                f"{len(dataset.x_valid)} validation images"
+                f"{config.valid_size} ({config.valid_split} split), but the loaded data is "
+                f"{dataset.name} with {len(dataset.x_valid)} validation images "
+                f"({dataset.valid_split} split)"
             )

@@ -31,9 +31,10 @@ def pack_id(configs: Sequence[TrialConfig]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
-def pack_key(config: TrialConfig) -> tuple[str, int, int, int]:
+def pack_key(config: TrialConfig) -> tuple[str, int, str, int, int]:
     """Return what trials must share to train in one step."""
-    return (config.dataset, config.valid_size, config.batch_size, config.epochs)
+    return (config.dataset, config.valid_size, config.valid_split, config.batch_size,
+            config.epochs)  # fmt: skip
 
 
 def n_params(config: TrialConfig) -> int:
@@ -63,7 +64,7 @@ def plan_packs(
     it never refuses a trial.
     """
     budget = max_mb * 2**20
-    groups: dict[tuple[str, int, int, int], list[T]] = {}
+    groups: dict[tuple[str, int, str, int, int], list[T]] = {}
     for item in items:
         groups.setdefault(pack_key(config(item)), []).append(item)
     packs: list[list[T]] = []

@@ -105,8 +105,7 @@ class TrialResult:
         """Return the flat row of the per-trial table (``results.csv``): config, metrics,
         timing and where it ran; NaN for what the trial did not measure."""
         row: dict[str, Any] = {"trial_id": self.trial_id, "status": self.status.value}
-        config = self.config.to_dict()
-        row.update({k: config[k] for k in ROW_CONFIG_ORDER})
+        row.update({k: getattr(self.config, k) for k in ROW_CONFIG_ORDER})
         metrics = self.metrics or {}
         for split in SPLITS:
             for name in SPLIT_METRICS:
@@ -116,6 +115,8 @@ class TrialResult:
             row[key] = self.timing.get(key, math.nan)
         # A packed trial is charged its share (total_s) but ran for the whole pack (elapsed_s).
         row["elapsed_s"] = self.timing.get("elapsed_s", row["total_s"])
+        data = self.data or {}
+        row["n_valid"], row["n_test"] = data.get("n_valid"), data.get("n_test")
         row["host"] = self.env.get("host")
         row["device"] = self.env.get("device")
         slurm = self.env.get("slurm") or {}

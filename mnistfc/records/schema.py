@@ -31,7 +31,7 @@ TIMING_KEYS = ("load_s", "fit_s", "eval_s", "total_s")
 # results.csv's config columns: the searched settings first, as the exercise's tables read.
 ROW_CONFIG_ORDER = (
     "units", "dropout", "activation", "learning_rate", "batch_size", "epochs", "seed",
-    "dataset", "valid_size",
+    "dataset", "valid_size", "valid_split",
 )  # fmt: skip
 
 
