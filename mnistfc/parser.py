@@ -79,11 +79,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         help="override a profile value, e.g. partition=gpu",
     )
     sweep.add_argument("--rerun-failed", action="store_true", help="run failed trials again")
-    sweep.add_argument(
+    _flag(
+        sweep,
         "--pack",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="train trials that share batch size and epochs in one step (profile: pack, on)",
+        None,
+        "train trials that share batch size and epochs in one step (profile: pack, on)",
     )
     sweep.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
     sweep.add_argument(
@@ -91,12 +91,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         action="store_true",
         help="write RESULTS/sweep.json for plain sbatch, submit nothing",
     )
-    sweep.add_argument(
-        "--wait",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="wait for the jobs (default: yes for local/debug, no for slurm)",
-    )
+    _flag(sweep, "--wait", None, "wait for the jobs (default: yes for local/debug, no for slurm)")
     sweep.set_defaults(handler="sweep")
 
     aggregate = commands.add_parser(
@@ -118,11 +113,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )
     run_chunk.add_argument("--size", type=int, required=True, help="trials per chunk")
     run_chunk.add_argument("--data-dir", default=None, help="default: the folder the plan recorded")
-    run_chunk.add_argument(
+    _flag(
+        run_chunk,
         "--pack",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="train the chunk's trials that share batch size and epochs in one step",
+        True,
+        "train the chunk's trials that share batch size and epochs in one step",
     )
     run_chunk.set_defaults(handler="run_chunk")
 
@@ -152,6 +147,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )
     status.set_defaults(handler="status")
     return parser
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, default: bool | None, text: str) -> None:
+    """Add a --name / --no-name switch."""
+    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=text)
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: Any) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tabulate import tabulate
 
 from mnistfc.atomic import atomic_write_text
@@ -76,3 +77,15 @@ img {{ max-width: 100%; }}
 {body}
 </body></html>
 """
+
+
+def cell(value: Any) -> str:
+    """Format one table cell: 4 decimals, small numbers (learning rates) in e-notation."""
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if np.isnan(number):
+            return ""
+        if 0 < abs(number) < 1e-3:  # a learning rate of 1e-05 is not 0.0000
+            return f"{number:.0e}"
+        return f"{number:.4f}" if abs(number) < 100 else f"{number:.0f}"
+    return str(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,7 @@ from tabulate import tabulate
 from mnistfc.aggregate import Results, load_results, require_trials, usable
 from mnistfc.atomic import atomic_write_text
 from mnistfc.records import Status, list_shards, read_result, shard_dir
-from mnistfc.render import Report, render
+from mnistfc.render import Report, cell, render
 from mnistfc.section import grid_section, random_section
 
 SELECTION_RULE = (
@@ -133,7 +132,7 @@ def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> N
     ranked = ranked.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True]).head(top)
     columns = ["trial_id", "units", "dropout", "activation", "learning_rate", "batch_size",
                "epochs", "valid_accuracy", "test_accuracy", "best_epoch"]  # fmt: skip
-    rows = [[_cell(v) for v in row] for row in ranked[columns].itertuples(index=False)]
+    rows = [[cell(v) for v in row] for row in ranked[columns].itertuples(index=False)]
     report.add("h2", f"Best {len(rows)} configurations (by validation accuracy)")
     report.add("table", (columns, rows))
     report.text.append(
@@ -149,13 +148,6 @@ def _pivot_rows(table: pd.DataFrame, number: str) -> tuple[list[str], list[list[
         for index, row in zip(table.index, table.to_numpy(dtype=float), strict=True)
     ]
     return headers, rows
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return "" if np.isnan(number) else f"{number:.4f}" if abs(number) < 100 else f"{number:.0f}"
-    return str(value)
 
 
 def _wall_s(results_dir: str | os.PathLike[str], frame: pd.DataFrame) -> float:

@@ -20,7 +20,7 @@ from mnistfc.atomic import atomic_write_text
 from mnistfc.budget import COLUMNS, best_of_n_pool, best_of_n_repeats
 from mnistfc.estimators import MIN_BAND_BUDGET
 from mnistfc.plan import Plan
-from mnistfc.render import Report
+from mnistfc.render import Report, cell
 from mnistfc.spec import SweepSpec
 
 # The exercise's own random-search table (its notebook, MNIST): for each budget N, the best
@@ -107,7 +107,7 @@ def random_section(report: Report, results: Results, plan: Plan, out: Path, fmt:
     atomic_write_text(csv_path, table.to_csv(index=False, na_rep=""))
     report.files.append(csv_path)
     shown = [c for c in COLUMNS if table[c].notna().any()]
-    rows = [[_cell(v) for v in row] for row in table[shown].itertuples(index=False)]
+    rows = [[cell(v) for v in row] for row in table[shown].itertuples(index=False)]
     report.add("table", (shown, rows))
     report.text.append(
         f"{title}:\n" + tabulate(rows, headers=shown, tablefmt=fmt, disable_numparse=True)
@@ -126,7 +126,7 @@ def random_section(report: Report, results: Results, plan: Plan, out: Path, fmt:
     _exercise_table(report, table, fmt)
     png = out / "budget_curve.png"
     exercise = EXERCISE_BUDGETS if spec.base.dataset == "mnist" else {}
-    plots.plot_budget_curve(table, exercise, title, png)
+    plots.plot_budget_curve(table, exercise, f"{title} (no bar or band where not estimable)", png)
     report.add("img", (png, "Best-of-N accuracy against budget N"))
     report.files.append(png)
 
@@ -157,8 +157,8 @@ def _exercise_table(report: Report, table: pd.DataFrame, fmt: str) -> None:
         n = int(row["budget"])
         ex = EXERCISE_BUDGETS.get(n)
         rows.append([
-            str(n), f"{ex[0]:.4f} ± {ex[1]:.4f}" if ex else "", _cell(row["select_on_test"]),
-            _pm(float(row["test_expected"]), float(row["test_std"])), _cell(row["optimism"]),
+            str(n), f"{ex[0]:.4f} ± {ex[1]:.4f}" if ex else "", cell(row["select_on_test"]),
+            _pm(float(row["test_expected"]), float(row["test_std"])), cell(row["optimism"]),
         ])  # fmt: skip
     report.add("p", "The exercise's rule selects the trial with the best test accuracy and "
                     "reports that accuracy; the honest value is the test accuracy of the trial "
@@ -232,11 +232,4 @@ def _cell_line(r: pd.Series, rows: str, cols: str) -> str:
 
 
 def _pm(value: float, spread: float) -> str:
-    return _cell(value) + (f" ± {spread:.4f}" if np.isfinite(spread) else "")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return "" if np.isnan(number) else f"{number:.4f}" if abs(number) < 100 else f"{number:.0f}"
-    return str(value)
+    return cell(value) + (f" ± {spread:.4f}" if np.isfinite(spread) else "")
