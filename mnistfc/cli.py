@@ -71,7 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"trial {run.result.trial_id} {run.result.status.value} (non-finite loss); "
             f"its shard is {run.files[0]} — try a smaller --learning-rate"
         )
-    best_epoch = (run.result.metrics or {}).get("best_epoch")
+    best_epoch = run.result.best_epoch
     print(run.table)
     print(f"best epoch {best_epoch} of {config.epochs} (by validation accuracy)")
     print("wrote:")

@@ -103,8 +103,14 @@ class Plan:
         ]
 
     def recorded_packs(self) -> list[Pack]:
-        """Return every pack ever submitted, the latest submission's first."""
-        return [pack for s in reversed(self.submissions) for task in s.tasks for pack in task]
+        """Return every pack of the packed submissions, the latest submission's first."""
+        return [
+            pack
+            for s in reversed(self.submissions)
+            if s.packed
+            for task in s.tasks
+            for pack in task
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form of sweep.json."""

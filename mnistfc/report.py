@@ -119,7 +119,7 @@ def _overview(report: Report, results: Results, results_dir: str | os.PathLike[s
                         "the numbers below use the trials that finished.")  # fmt: skip
     for name, problem in results.skipped.items():
         report.add("p", f"Skipped invalid shard `{name}`: {problem}")
-    failed = frame[frame["status"] == "failed"]
+    failed = frame[frame["status"] == Status.FAILED.value]
     if len(failed):
         report.add(
             "p", f"Failed trials (tracebacks in their shards): {', '.join(failed['trial_id'])}"

@@ -83,3 +83,30 @@ def test_a_killed_local_sweep_resumes_every_checkpoint_with_identical_numbers(
         assert got[trial_id]["metrics"]["test"] == pytest.approx(
             expected["metrics"]["test"], rel=1e-5
         )
+
+
+def test_a_rerun_keeps_only_packs_whose_trials_are_all_unfinished(tmp_path: Path) -> None:
+    from mnistfc.launch.tasks import reusable_packs
+    from mnistfc.search import expand
+
+    trials = expand(load_spec(write_two_pack_grid(tmp_path / "jobs")))
+    ids = [t.trial_id for t in trials]
+    recorded = [tuple(ids[:4]), tuple(ids[4:6]), tuple(ids[6:])]
+    todo = [t for t in trials if t.trial_id != ids[5]]  # ids[5] finished: its pack is broken
+    reused, new = reusable_packs(todo, recorded)
+    assert [[t.trial_id for t in p] for p in reused] == [list(ids[:4]), list(ids[6:])]
+    assert [t.trial_id for t in new] == [ids[4]]
+
+
+def test_only_packed_submissions_record_packs_to_resume(tmp_path: Path) -> None:
+    from mnistfc.plan import Submission, load_plan, record_submission, save_plan
+    from mnistfc.search import expand
+
+    spec = load_spec(write_two_pack_grid(tmp_path / "jobs"))
+    trials = expand(spec)
+    save_plan(tmp_path / "r", spec, trials, None)
+    ids = tuple(t.trial_id for t in trials)
+    record_submission(tmp_path / "r", Submission("local", tuple(((i,),) for i in ids), False))
+    assert load_plan(tmp_path / "r").recorded_packs() == []  # Keras trials save no checkpoint
+    record_submission(tmp_path / "r", Submission("local", ((ids[:4], ids[4:]),), True))
+    assert load_plan(tmp_path / "r").recorded_packs() == [ids[:4], ids[4:]]
