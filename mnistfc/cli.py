@@ -19,6 +19,7 @@ from mnistfc import console
 from mnistfc.config import DATASETS, TrialConfig
 from mnistfc.errors import MnistfcError
 from mnistfc.parser import build_parser
+from mnistfc.runtime import TF_LOGS_ENV
 
 log = logging.getLogger("mnistfc")
 _PY_TYPES = {"int": int, "float": float, "str": str}
@@ -26,10 +27,15 @@ _PY_TYPES = {"int": int, "float": float, "str": str}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
-    # TensorFlow's C++ start-up chatter drowns the lines users need; keep a user's own choice.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
+    # TensorFlow's C++ logs below warnings drown the lines users need (runtime.load_tensorflow
+    # drops the rest of its start-up chatter); --verbose shows them, here and in the jobs,
+    # which inherit this environment. A user's own TF_CPP_MIN_LOG_LEVEL is kept.
+    if args.verbose:
+        os.environ[TF_LOGS_ENV] = "1"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -1,5 +1,5 @@
-"""What both training engines need from the process they run in: its environment record,
-GPU and thread settings, and a polite way to be asked to stop.
+"""What both training engines need from the process they run in: a quiet TensorFlow, GPU
+and thread settings, and a polite way to be asked to stop.
 
 Neither engine imports the other; both import this. TensorFlow is imported lazily, so the
 planner and the CLI can use the stop and hold helpers without paying for it.
@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
+import re
+import shutil
 import signal
-import socket
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,36 +29,67 @@ EVAL_BATCH = 2048
 # A test seam: while the file this names exists, a pack waits after saving an epoch, so a
 # test can kill or signal a task at a known point instead of racing it against a timer.
 HOLD_ENV = "MNISTFC_HOLD_FILE"
-_SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION")
+# Set by the CLI's --verbose (and inherited by its job processes): show TensorFlow's own logs.
+TF_LOGS_ENV = "MNISTFC_TF_LOGS"
 _stop = threading.Event()
 _epochs_saved = [0]
+# TensorFlow's C++ start-up lines that say nothing a user can act on: absl's preamble, INFO
+# and WARNING records (``I0000``/``W0000``) and the CPU-feature note's second line.
+_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
+    r"To enable the following instructions:)"
+)
+# Where no GPU is expected, a CUDA build of TensorFlow logs a failed cuInit as an error.
+_NO_GPU_NOISE = re.compile(r"^E\d{4} .*(failed call to cuInit|cuda_dnn|cuda_blas|cuda_fft)")
 
 
-def environment() -> dict[str, Any]:
-    """Describe where a trial ran: host, versions, device, SLURM ids and container image."""
-    import keras
-    import numpy
-    import tensorflow as tf
+def load_tensorflow() -> Any:
+    """Import TensorFlow and initialise its devices, keeping its start-up chatter off stderr.
 
-    gpus = tf.config.list_physical_devices("GPU")
-    return {
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "device": ", ".join(_gpu_name(g) for g in gpus) if gpus else "cpu",
-        "slurm": {v.lower(): os.environ[v] for v in _SLURM_VARS if v in os.environ},
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "container": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("MNISTFC_IMAGE"),
-    }
+    TensorFlow's C++ layers write to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL applies,
+    and a CUDA build on a machine without GPUs logs ``failed call to cuInit`` as an error,
+    which reads like a failure. Those lines are dropped; every other line (Python warnings,
+    real errors, a cuInit failure where a GPU is expected) is passed on. With
+    ``$MNISTFC_TF_LOGS`` set (the CLI's ``--verbose``) nothing is filtered.
+    """
+    if "tensorflow" in sys.modules or os.environ.get(TF_LOGS_ENV):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # device init: where cuInit is called
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines()
+    kept = filter_tf_lines(lines, gpu_expected=gpu_expected())
+    if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)
+    return tf
 
 
-def _gpu_name(device: Any) -> str:
-    import tensorflow as tf
+def filter_tf_lines(lines: list[str], *, gpu_expected: bool) -> list[str]:
+    """Return the lines of TensorFlow's start-up output a user should see."""
+    return [
+        line
+        for line in lines
+        if line.strip()
+        and not _NOISE.match(line)
+        and (gpu_expected or not _NO_GPU_NOISE.match(line))
+    ]
 
-    details = tf.config.experimental.get_device_details(device)
-    return str(details.get("device_name", device.name))
+
+def gpu_expected() -> bool:
+    """Return whether this machine looks like it has NVIDIA GPUs (a driver or its tool)."""
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
 
 
 def configure_gpus() -> None:

@@ -41,7 +41,9 @@ def run_single(
     table_format: str = "orgtbl",
 ) -> SingleRun:
     """Train one model and write its shard, history, weights, table and plots under ``out_dir``."""
-    from mnistfc.runtime import EVAL_BATCH
+    from mnistfc.runtime import EVAL_BATCH, load_tensorflow
+
+    load_tensorflow()  # before Keras: its start-up chatter is filtered only on first import
     from mnistfc.train import run_trial
 
     out = Path(out_dir)

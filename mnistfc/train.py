@@ -19,10 +19,13 @@ from mnistfc.config import TrialConfig
 from mnistfc.data import Dataset, matches
 from mnistfc.errors import ConfigError
 from mnistfc.model import build_model
+from mnistfc.provenance import environment, utc_now
 from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
-from mnistfc.runtime import EVAL_BATCH, configure_gpus, environment
+from mnistfc.runtime import EVAL_BATCH, configure_gpus
 
 log = logging.getLogger(__name__)
+
+ENGINE = "keras-v1"  # shards say which engine made their numbers (env.engine)
 
 
 def run_trial(
@@ -41,14 +44,14 @@ def run_trial(
     submitit and SLURM report the failure too.
     """
     _check_dataset_matches(config, dataset)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), utc_now()
     try:
         result = _train_and_evaluate(config, dataset, sweep=sweep, load_s=load_s, verbose=verbose)
     except Exception:
         failed = failed_result(
             config,
             traceback.format_exc(),
-            env=environment(),
+            env=_env(started_at),
             timing={"load_s": load_s, "total_s": load_s + time.perf_counter() - started},
             data=dataset.describe(),
             sweep=sweep,
@@ -69,6 +72,7 @@ def _train_and_evaluate(
     load_s: float,
     verbose: int,
 ) -> TrialResult:
+    started_at = utc_now()
     configure_gpus()
     # One call seeds Python, NumPy and TensorFlow: weight init, shuffling and dropout masks.
     keras.utils.set_random_seed(config.seed)
@@ -115,11 +119,15 @@ def _train_and_evaluate(
             "eval_s": eval_s,
             "total_s": load_s + fit_s + eval_s,
         },
-        env=environment(),
+        env=_env(started_at),
         data=dataset.describe(),
         sweep=sweep,
         model=model,
     )
+
+
+def _env(started_at: str) -> dict[str, Any]:
+    return {**environment(), "engine": ENGINE, "started_at": started_at, "finished_at": utc_now()}
 
 
 def _evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:

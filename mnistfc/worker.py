@@ -9,6 +9,7 @@ checkpoints of the packs it interrupted.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from mnistfc import runtime
 from mnistfc.claims import Claims
 from mnistfc.config import TrialConfig
 from mnistfc.errors import Interrupted, TaskFailed
+from mnistfc.provenance import environment, utc_now
 from mnistfc.records import SweepRef, TrialResult, failed_result, final_result, write_shard
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class TaskSpec:
     packs: tuple[tuple[TrialConfig, ...], ...]
     packed: bool = True  # the packed engine; False: Keras, one trial at a time
     threads: int = 0  # TensorFlow threads for this process; 0 = TensorFlow's default
+    devices: str | None = None  # CUDA_VISIBLE_DEVICES for this task (None: as inherited)
 
     @property
     def n_trials(self) -> int:
@@ -49,6 +52,9 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
     A failing pack does not stop the others; if any failed, TaskFailed is raised at the
     end, so the array task is reported as failed by submitit and SLURM.
     """
+    if task.devices is not None:  # before TensorFlow starts: it reads the variable once
+        os.environ["CUDA_VISIBLE_DEVICES"] = task.devices
+    runtime.load_tensorflow()
     runtime.limit_threads(task.threads)
     outcome: list[tuple[str, str]] = []
     failures: list[str] = []
@@ -126,7 +132,7 @@ def _run_pack(
         if key not in datasets:
             datasets[key] = dataset_for(configs[0], task.data_dir)
     except Exception as exc:  # record it per trial: status must show why each one failed
-        env = runtime.environment()
+        env = {**environment(), "started_at": utc_now(), "finished_at": utc_now()}
         for config in configs:
             write_shard(task.results_dir, failed_result(
                 config, traceback.format_exc(), env=env, sweep=task.sweep))  # fmt: skip

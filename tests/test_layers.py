@@ -24,8 +24,8 @@ LAYERS = [
         "render",
         "estimators",
     },  # fmt: skip
-    {"records"},
-    {"claims", "plan", "runtime"},
+    {"records", "heartbeat"},
+    {"claims", "plan", "runtime", "provenance"},
     {"train", "pack"},
     {"worker"},
     {"launch"},

@@ -214,17 +214,45 @@ def test_gpus_are_found_without_tensorflow(monkeypatch: pytest.MonkeyPatch) -> N
     assert visible_gpus() == ()
 
 
+def test_gpu_uuids_and_mig_ids_are_lanes_like_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM and MIG hand out UUIDs; CUDA's list ends at the first empty or negative entry."""
+    from mnistfc.launch.local import parse_nvidia_smi, visible_gpus
+
+    uuid = "GPU-5f1c8a2e-9b1d-4c1e-8f3a-0d2b6c7e9a11"
+    mig = "MIG-2b7e1c3d-4a5f-5b6c-9d8e-7f6a5b4c3d2e"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{uuid}, {mig}")
+    assert visible_gpus() == (uuid, mig)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,0")
+    assert visible_gpus() == ("1",)
+    listing = (
+        "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-aaa)\n"
+        "  MIG 3g.20gb     Device  0: (UUID: MIG-111)\n"
+        "  MIG 3g.20gb     Device  1: (UUID: MIG-222)\n"
+        "GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-bbb)\n"
+    )
+    assert parse_nvidia_smi(listing) == ("MIG-111", "MIG-222", "1")
+
+
+def test_a_slurm_task_with_several_gpus_is_refused_with_the_fix() -> None:
+    from mnistfc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gpus_per_task: 2 is more than a task uses.*= 1"):
+        load_profile(None, ["executor=slurm", "partition=gpu", "gpus_per_task=2"])
+
+
 def test_local_executor_gives_each_concurrent_task_one_gpu(
     tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """Two GPUs: two lanes, and each task's process sees only its own GPU."""
     spec, data = tiny
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # no CUDA here: the tasks run on CPU
+    gpus = "GPU-0aa,GPU-1bb"  # UUIDs, as SLURM may set them; no CUDA here: tasks run on CPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpus)
     results = tmp_path / "r"
     assert sweep(spec, results, data, "--executor", "local") == 0
-    assert "2 task(s) of 2-2 trial(s), at most 2 at once on GPUs 0,1" in capsys.readouterr().out
-    seen = {read_shard(p)["env"]["cuda_visible_devices"] for p in list_shards(results)}
-    assert seen == {"0", "1"}
+    out = capsys.readouterr().out
+    assert f"2 task(s) of 2-2 trial(s), at most 2 at once on GPUs {gpus}" in out
+    seen = [read_shard(p)["env"]["cuda_visible_devices"] for p in list_shards(results)]
+    assert sorted(seen) == ["GPU-0aa", "GPU-0aa", "GPU-1bb", "GPU-1bb"]
 
 
 def test_plan_only_and_run_chunk_serve_plain_sbatch_arrays(tiny, tmp_path: Path, capsys) -> None:

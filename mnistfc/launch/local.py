@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -52,10 +53,15 @@ class Local(Backend):
                         packed=request.packed, pack_mb=request.profile.pack_mb)  # fmt: skip
 
     def submit(self, plan: SubmissionPlan, tasks: list[TaskSpec], on: Progress | None) -> list[Any]:
-        """Start the tasks, never more than ``parallel`` at once, each on its own GPU slot."""
+        """Start the tasks, never more than ``parallel`` at once, each on its own GPU slot.
+
+        The task itself sets CUDA_VISIBLE_DEVICES (``TaskSpec.devices``), because submitit's
+        own GPU setting takes only indices, not the UUIDs or MIG ids a site may hand out.
+        """
         settings: LocalSettings = plan.resources.settings
         parallel = plan.resources.parallel
         executor = import_submitit().LocalExecutor(folder=plan.submitit_dir)
+        executor.update_parameters(timeout_min=settings.timeout_min)
         jobs: list[Any] = []
         slots: dict[int, Any] = {}
         for task in tasks:
@@ -65,10 +71,7 @@ class Local(Backend):
                     time.sleep(0.5)
             slot = min(set(range(parallel)) - set(slots))
             if settings.gpus:
-                executor.update_parameters(
-                    visible_gpus=[int(settings.gpus[slot % len(settings.gpus)])], gpus_per_node=1
-                )
-            executor.update_parameters(timeout_min=settings.timeout_min)
+                task = dataclasses.replace(task, devices=settings.gpus[slot % len(settings.gpus)])
             slots[slot] = executor.submit(TaskRunner(), task)
             jobs.append(slots[slot])
             if on:
@@ -89,17 +92,45 @@ def usable_cores() -> int:
 
 
 def visible_gpus() -> tuple[str, ...]:
-    """Return the GPU indices this host exposes, without importing TensorFlow."""
+    """Return the GPUs this host exposes (indices, GPU UUIDs or MIG ids), without TensorFlow.
+
+    ``CUDA_VISIBLE_DEVICES`` wins when set; as CUDA does, its list ends at the first empty
+    or negative entry. Otherwise ``nvidia-smi -L``: one lane per GPU, or per MIG instance
+    (addressed by its UUID) on a GPU split into MIG instances.
+    """
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return tuple(g.strip() for g in env.split(",") if g.strip().isdigit())
+        return parse_visible_devices(env)
     if shutil.which("nvidia-smi") is None:
         return ()
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return ()
-    return tuple(str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU"))
+    return parse_nvidia_smi(out.stdout)
+
+
+def parse_visible_devices(value: str) -> tuple[str, ...]:
+    """Return the devices a CUDA_VISIBLE_DEVICES value names, in order."""
+    devices: list[str] = []
+    for token in value.split(","):
+        token = token.strip()
+        if not token or token.startswith("-"):
+            break
+        devices.append(token)
+    return tuple(devices)
+
+
+def parse_nvidia_smi(listing: str) -> tuple[str, ...]:
+    """Return the devices of ``nvidia-smi -L``: GPU indices, or MIG UUIDs where MIG is on."""
+    gpus: list[tuple[str, list[str]]] = []
+    for line in listing.splitlines():
+        text = line.strip()
+        if text.startswith("GPU "):
+            gpus.append((text[4:].split(":", 1)[0].strip(), []))
+        elif text.startswith("MIG ") and gpus and "UUID: " in text:
+            gpus[-1][1].append(text.split("UUID: ", 1)[1].rstrip(")").strip())
+    return tuple(d for index, migs in gpus for d in (migs or [index]))
 
 
 def _pid_alive(job_id: str) -> bool:

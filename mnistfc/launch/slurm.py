@@ -38,10 +38,17 @@ class Slurm(Backend):
     waits_by_default = False
 
     def problems(self, profile: ClusterProfile) -> list[str]:
-        """A SLURM profile needs a partition."""
+        """A SLURM profile needs a partition; a task trains on one GPU at most."""
+        problems = []
         if not profile.partition:
-            return ["partition: a slurm profile needs a partition (see `sinfo -s`)"]
-        return []
+            problems.append("partition: a slurm profile needs a partition (see `sinfo -s`)")
+        if isinstance(profile.gpus_per_task, int) and profile.gpus_per_task > 1:
+            problems.append(
+                f"gpus_per_task: {profile.gpus_per_task} is more than a task uses: each task "
+                "trains its pack on one GPU; set gpus_per_task = 1 and the array spreads the "
+                "packs over the GPUs"
+            )
+        return problems
 
     def resources(self, request: base.Request) -> Resources:
         """Array parallelism from the profile; the container image must exist here."""

@@ -17,6 +17,8 @@ asked to stop (SIGTERM), at the next step boundary; a rerun resumes from that st
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import traceback
 from collections.abc import Sequence
@@ -29,9 +31,11 @@ from mnistfc import runtime
 from mnistfc.config import TrialConfig
 from mnistfc.data import Dataset, matches
 from mnistfc.errors import ConfigError, Interrupted
+from mnistfc.heartbeat import Heartbeat, clear_heartbeat, write_heartbeat
 from mnistfc.pack.model import SPLITS, PackedModel
 from mnistfc.pack.planner import n_params, pack_id, pack_key
 from mnistfc.pack.state import PackState, checkpoint_path, load_state, remove_state, save_state
+from mnistfc.provenance import environment, utc_now
 from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
 
 log = logging.getLogger(__name__)
@@ -58,16 +62,18 @@ def run_pack(
     """
     configs = list(configs)
     _check_pack(configs, dataset)
-    started = time.perf_counter()
-    checkpoint = None if results_dir is None else checkpoint_path(results_dir, pack_id(configs))
+    started, started_at = time.perf_counter(), utc_now()
+    pid = pack_id(configs)
+    checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     try:
         with runtime.stop_on_sigterm():
-            results = _train(configs, dataset, checkpoint, sweep=sweep, load_s=load_s)
+            results = _train(configs, dataset, results_dir, sweep=sweep, load_s=load_s)
     except Interrupted:
         raise
     except Exception:
         elapsed = load_s + time.perf_counter() - started
-        env = {**runtime.environment(), "engine": ENGINE, "pack": {"size": len(configs)}}
+        env = {**environment(), "engine": ENGINE, "pack": {"id": pid, "size": len(configs)},
+               "started_at": started_at, "finished_at": utc_now()}  # fmt: skip
         failed = [
             failed_result(
                 c,
@@ -88,19 +94,24 @@ def run_pack(
             write_shard(results_dir, result)
     if checkpoint is not None:
         remove_state(checkpoint)
+    if results_dir is not None:
+        clear_heartbeat(results_dir, pid)
     return results
 
 
 def _train(
     configs: list[TrialConfig],
     dataset: Dataset,
-    checkpoint: Path | None,
+    results_dir: str | Path | None,
     *,
     sweep: SweepRef | None,
     load_s: float,
 ) -> list[TrialResult]:
+    pid = pack_id(configs)
+    checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     model = PackedModel(configs, dataset)
     state = _restore(model, checkpoint) or PackState.fresh([c.trial_id for c in configs])
+    state.started_at = state.started_at or utc_now()
     fit_start, fit_before = time.perf_counter(), state.fit_s
     epochs = configs[0].epochs
     for epoch in range(state.epoch + 1, epochs + 1):
@@ -111,7 +122,9 @@ def _train(
         )
         model.keep_best(improved)
         state.fit_s = fit_before + time.perf_counter() - fit_start
+        state.epoch_s.append(time.perf_counter() - tick)
         _save(checkpoint, model, state)
+        _beat(results_dir, pid, state, epochs)
         log.info(
             "pack of %d (batch %d): epoch %d/%d in %.1f s, best valid accuracy %.4f",
             len(configs), model.batch_size, epoch, epochs, time.perf_counter() - tick,
@@ -126,7 +139,18 @@ def _train(
     eval_start = time.perf_counter()
     final = {split: model.evaluate(split, best=True) for split in SPLITS}
     timing = {"load_s": load_s, "fit_s": fit_s, "eval_s": time.perf_counter() - eval_start}
-    return _results(configs, state, final, timing, dataset, sweep, pack_id(configs))
+    return _results(configs, state, final, timing, dataset, sweep, pid)
+
+
+def _beat(results_dir: str | Path | None, pid: str, state: PackState, epochs: int) -> None:
+    if results_dir is None:
+        return
+    env = os.environ
+    job = env.get("SLURM_ARRAY_JOB_ID", "")
+    job = f"{job}_{env.get('SLURM_ARRAY_TASK_ID', '')}" if job else env.get("SLURM_JOB_ID", "")
+    beat = Heartbeat(pid, tuple(state.trials), state.epoch, epochs, tuple(state.epoch_s),
+                     host=socket.gethostname(), job_id=job or str(os.getpid()))  # fmt: skip
+    write_heartbeat(results_dir, beat)
 
 
 def _train_epoch(
@@ -196,7 +220,8 @@ def _results(
     """One result per trial; compute is shared, so each is charged its share of parameters."""
     fit_s, eval_s, load_s = timing["fit_s"], timing["eval_s"], timing["load_s"]
     pack = {"id": pid, "size": len(configs), "fit_s": fit_s, "eval_s": eval_s}
-    env = {**runtime.environment(), "engine": ENGINE, "pack": pack}
+    env = {**environment(), "engine": ENGINE, "pack": pack, "started_at": state.started_at,
+           "finished_at": utc_now()}  # fmt: skip
     weights = np.array([n_params(c) for c in configs], dtype=float)
     share = weights / weights.sum()
     results = []

@@ -44,6 +44,8 @@ class PackState:
     best_val: list[float | None] = field(default_factory=list)
     best_epoch: list[int | None] = field(default_factory=list)
     diverged_at: list[int | None] = field(default_factory=list)
+    started_at: str = ""  # UTC, when the pack first started (kept across resumes)
+    epoch_s: list[float] = field(default_factory=list)  # each finished epoch's seconds
 
     @classmethod
     def fresh(cls, trials: list[str]) -> PackState:
