@@ -17,7 +17,7 @@ from typing import Any
 
 from mnistfc import console
 from mnistfc.config import DATASETS, TrialConfig
-from mnistfc.errors import MnistfcError
+from mnistfc.errors import ConfigError, MnistfcError
 from mnistfc.parser import build_parser
 from mnistfc.runtime import TF_LOGS_ENV
 
@@ -211,7 +211,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_run_chunk(args: argparse.Namespace) -> int:
     from mnistfc.sweep import run_planned_chunk
 
-    outcome = run_planned_chunk(args.results, args.index, args.size, args.data_dir, pack=args.pack)
+    if args.offset < 0:
+        raise ConfigError(f"--offset must be >= 0, got {args.offset}")
+    outcome = run_planned_chunk(
+        args.results, args.offset + args.index, args.size, args.data_dir, pack=args.pack
+    )
     for trial_id, status in outcome:
         print(f"{trial_id}: {status}")
     return 0

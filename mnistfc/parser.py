@@ -111,13 +111,18 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     run_chunk.add_argument(
         "--index", type=int, required=True, help="chunk index, e.g. $SLURM_ARRAY_TASK_ID"
     )
+    run_chunk.add_argument(
+        "--offset", type=int, default=0,
+        help="added to --index: arrays after the first of a sweep split by MaxArraySize",
+    )  # fmt: skip
     run_chunk.add_argument("--size", type=int, required=True, help="trials per chunk")
     run_chunk.add_argument("--data-dir", default=None, help="default: the folder the plan recorded")
     _flag(
         run_chunk,
         "--pack",
-        True,
-        "train the chunk's trials that share batch size and epochs in one step",
+        None,
+        "train the chunk's trials that share batch size and epochs in one step "
+        "(default: the engine the plan recorded)",
     )
     run_chunk.set_defaults(handler="run_chunk")
 

@@ -21,12 +21,13 @@ from mnistfc.atomic import atomic_write_text
 from mnistfc.claims import plan_locked
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError
-from mnistfc.records import SweepRef
+from mnistfc.records import SweepRef, list_shards
 from mnistfc.search import PlannedTrial
 from mnistfc.spec import SweepSpec, spec_from_dict
 
 PLAN_FILE = "sweep.json"
-PLAN_VERSION = 2
+PLAN_VERSION = 3  # 3: the engine (packed or Keras) is recorded
+ENGINES = {True: "packed", False: "keras"}
 
 Pack = tuple[str, ...]  # trial ids that train together
 Task = tuple[Pack, ...]  # the packs one array task runs, in order
@@ -79,6 +80,7 @@ class Plan:
     data_dir: str | None
     trials: tuple[PlannedTrial, ...]
     submissions: tuple[Submission, ...] = ()
+    packed: bool | None = None  # the engine of this folder's trials (None: not chosen yet)
 
     @property
     def sweep(self) -> SweepRef:
@@ -119,6 +121,7 @@ class Plan:
             "spec_hash": self.spec.spec_hash,
             "spec": self.spec.to_dict(),
             "data_dir": self.data_dir,
+            "engine": None if self.packed is None else ENGINES[self.packed],
             "trials": [
                 {
                     "trial_id": t.trial_id,
@@ -146,8 +149,11 @@ def save_plan(
     spec: SweepSpec,
     trials: list[PlannedTrial],
     data_dir: str | None,
+    *,
+    packed: bool | None = None,
 ) -> Plan:
-    """Write (or confirm) the plan; refuse a results folder that holds a different sweep."""
+    """Write (or confirm) the plan; refuse a results folder that holds a different sweep,
+    or trials of the other engine (see ``check_engine``)."""
     with plan_locked(results_dir):  # two sweeps at once: one writes, the other confirms
         existing = load_plan(results_dir) if has_plan(results_dir) else None
         if existing is not None and existing.spec.spec_hash != spec.spec_hash:
@@ -156,14 +162,38 @@ def save_plan(
                 f"{existing.spec.spec_hash}), not this spec (hash {spec.spec_hash}); "
                 "use another --results folder, or the spec it was made with"
             )
+        if existing is not None and packed is not None:
+            check_engine(results_dir, existing, packed)
+        if packed is None and existing is not None:
+            packed = existing.packed
         plan = Plan(
             spec=spec,
             data_dir=data_dir,
             trials=tuple(trials),
             submissions=existing.submissions if existing else (),
+            packed=packed,
         )
         _write(results_dir, plan)
         return plan
+
+
+def check_engine(results_dir: str | os.PathLike[str], plan: Plan, packed: bool) -> None:
+    """Refuse to run trials with another engine than the folder's shards were made with.
+
+    The packed and the Keras engine draw different random numbers, so the same config gives
+    different numbers under one trial id; a folder mixing them would select among numbers
+    of two kinds. The engine is a property of how a folder was run, not a hyperparameter,
+    so it is kept out of the trial id (which stays the config's hash) and checked here.
+    """
+    if plan.packed is None or plan.packed == packed or not list_shards(results_dir):
+        return
+    flag = "--pack" if plan.packed else "--no-pack"
+    raise ConfigError(
+        f"{results_dir} holds trials of the {ENGINES[plan.packed]} engine; running "
+        f"{ENGINES[packed]} trials there would mix two engines' numbers under the same trial "
+        f"ids: use another --results folder, or {flag} (profile pack = "
+        f"{str(plan.packed).lower()})"
+    )
 
 
 def record_submission(results_dir: str | os.PathLike[str], submission: Submission) -> None:
@@ -171,7 +201,7 @@ def record_submission(results_dir: str | os.PathLike[str], submission: Submissio
     with plan_locked(results_dir):
         plan = load_plan(results_dir)
         _write(results_dir, Plan(plan.spec, plan.data_dir, plan.trials,
-                                 (*plan.submissions, submission)))  # fmt: skip
+                                 (*plan.submissions, submission), plan.packed))  # fmt: skip
 
 
 def load_plan(results_dir: str | os.PathLike[str]) -> Plan:
@@ -187,7 +217,7 @@ def load_plan(results_dir: str | os.PathLike[str]) -> Plan:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: unreadable sweep plan ({exc})") from exc
-    if not isinstance(data, dict) or data.get("plan_version") not in (1, PLAN_VERSION):
+    if not isinstance(data, dict) or data.get("plan_version") not in (1, 2, PLAN_VERSION):
         raise ConfigError(
             f"{path}: not a sweep plan this mnistfc reads (plan_version {PLAN_VERSION}); "
             "plan the sweep again into a new --results folder"
@@ -205,7 +235,13 @@ def load_plan(results_dir: str | os.PathLike[str]) -> Plan:
         raise ConfigError(f"{path}: corrupt sweep plan ({type(exc).__name__}: {exc})") from exc
     if data.get("spec_hash") != spec.spec_hash:
         raise ConfigError(f"{path}: spec_hash does not match its spec; the file was edited")
-    return Plan(spec=spec, data_dir=data_dir, trials=trials, submissions=submissions)
+    engine = data.get("engine")
+    if engine not in (None, *ENGINES.values()):
+        raise ConfigError(f"{path}: corrupt sweep plan (engine {engine!r})")
+    # Before version 3 the engine is the one the submissions used, if any.
+    packed = {v: k for k, v in ENGINES.items()}.get(engine) if engine else (
+        submissions[-1].packed if submissions else None)  # fmt: skip
+    return Plan(spec, data_dir, trials, submissions, packed)
 
 
 def _trial(data: dict[str, Any]) -> PlannedTrial:

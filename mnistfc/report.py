@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -108,12 +109,18 @@ def _overview(report: Report, results: Results, results_dir: str | os.PathLike[s
         f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
         f"{len(results.missing)} missing, {len(results.skipped)} invalid shard(s) skipped.",
         f"Compute: {frame['total_s'].sum() / 3600:.2f} h of trial time (sum over shards); "
-        f"wall time {_wall_s(results_dir, frame) / 3600:.2f} h (first trial start to last shard).",
+        f"wall time {_wall_s(results_dir, frame) / 3600:.2f} h (first trial start to last end).",
+        _provenance_line(frame),
         SELECTION_RULE,
     ]
     report.add("h2", "What was run")
     for line in lines:
         report.add("p", line)
+    mixed = _mixed(frame)
+    if mixed:
+        report.add("p", f"**MIXED**: these shards were not all made alike ({mixed}); compare "
+                        "numbers across them with care (per-trial values in results.csv).")  # fmt: skip
+        report.text.append(f"MIXED: {mixed}")
     if results.partial:
         report.add("p", f"**PARTIAL**: {len(results.missing)} planned trial(s) have no shard yet; "
                         "the numbers below use the trials that finished.")  # fmt: skip
@@ -124,7 +131,33 @@ def _overview(report: Report, results: Results, results_dir: str | os.PathLike[s
         report.add(
             "p", f"Failed trials (tracebacks in their shards): {', '.join(failed['trial_id'])}"
         )
-    report.text += [line for line in lines[:3]]
+    report.text += [line for line in lines[:4]]
+
+
+# Provenance columns (results.csv) a study's numbers must agree on to be compared.
+_PROVENANCE = (("mnistfc", "mnistfc versions"), ("engine", "engines"),
+               ("tensorflow", "TensorFlow versions"), ("image_digest", "images"))  # fmt: skip
+
+
+def _provenance_line(frame: pd.DataFrame) -> str:
+    def values(column: str) -> str:
+        found = sorted({v for v in frame.get(column, pd.Series(dtype=str)) if v}) or ["unknown"]
+        return "/".join(found)
+
+    return (
+        f"Made by mnistfc {values('mnistfc')} (commit {values('git_commit')}), engine "
+        f"{values('engine')}, TensorFlow {values('tensorflow')}; image {values('image')} "
+        f"({values('image_digest')})."
+    )
+
+
+def _mixed(frame: pd.DataFrame) -> str:
+    parts = []
+    for column, label in _PROVENANCE:
+        found = sorted({v for v in frame.get(column, pd.Series(dtype=str)) if v})
+        if len(found) > 1:
+            parts.append(f"{len(found)} {label}: {', '.join(found)}")
+    return "; ".join(parts)
 
 
 def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> None:
@@ -151,11 +184,30 @@ def _pivot_rows(table: pd.DataFrame, number: str) -> tuple[list[str], list[list[
 
 
 def _wall_s(results_dir: str | os.PathLike[str], frame: pd.DataFrame) -> float:
-    # A shard is written when its trial (or pack) ends: it began elapsed_s before the mtime.
+    """First start to last end, from the shards' started_at/finished_at (UTC).
+
+    Shards written before those keys existed fall back to the file's modification time,
+    which is when the trial (or its pack) ended, minus its elapsed time.
+    """
     ends = {p.stem: p.stat().st_mtime for p in shard_dir(results_dir).glob("*.json")}
     starts, stops = [], []
-    for trial_id, elapsed_s in zip(frame["trial_id"], frame["elapsed_s"].fillna(0.0), strict=True):
-        if trial_id in ends:
-            starts.append(ends[trial_id] - elapsed_s)
-            stops.append(ends[trial_id])
+    for row in frame.itertuples(index=False):
+        started, finished = _epoch_s(row.started_at), _epoch_s(row.finished_at)
+        if started is not None and finished is not None:
+            starts.append(started)
+            stops.append(finished)
+        elif row.trial_id in ends:
+            elapsed = 0.0 if pd.isna(row.elapsed_s) else float(row.elapsed_s)
+            starts.append(ends[row.trial_id] - elapsed)
+            stops.append(ends[row.trial_id])
     return max(stops) - min(starts) if stops else 0.0
+
+
+def _epoch_s(stamp: object) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()

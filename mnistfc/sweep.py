@@ -15,7 +15,7 @@ from mnistfc.launch import backend
 from mnistfc.launch.base import Progress, Request, SubmissionPlan, Work
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Task, per_pack, reusable_packs
-from mnistfc.plan import Plan, Submission, load_plan, record_submission, save_plan
+from mnistfc.plan import Plan, Submission, check_engine, load_plan, record_submission, save_plan
 from mnistfc.progress import read_states
 from mnistfc.search import PlannedTrial, chunk, expand
 from mnistfc.spec import SweepSpec
@@ -60,7 +60,11 @@ def plan_submission(
     request = Request(profile, spec.name, packed, max_parallel, chunk_size or profile.chunk,
                       binds=(str(results), data_folder))  # fmt: skip
     resources = chosen.resources(request)
-    reused, new = reusable_packs(todo, _recorded_packs(results)) if packed else ([], todo)
+    existing = _existing_plan(results)
+    if existing is not None:  # fail here, before anything is planned, let alone queued
+        check_engine(results, existing, packed)
+    recorded = existing.recorded_packs() if existing is not None else []
+    reused, new = reusable_packs(todo, recorded) if packed else ([], todo)
     tasks = chosen.group(request, Work(reused, new, resources.parallel))
     return SubmissionPlan(
         spec=spec,
@@ -76,11 +80,11 @@ def plan_submission(
     )
 
 
-def _recorded_packs(results: Path) -> list[tuple[str, ...]]:
+def _existing_plan(results: Path) -> Plan | None:
     try:
-        return load_plan(results).recorded_packs()
+        return load_plan(results)
     except ConfigError:  # no plan yet (or one save_plan will refuse with its own message)
-        return []
+        return None
 
 
 def submit(
@@ -95,7 +99,8 @@ def submit(
     chosen = backend(plan.profile.executor)
     if plan.tasks:
         chosen.check_ready()
-    saved = save_plan(plan.results_dir, plan.spec, expand(plan.spec), plan.data_dir)
+    saved = save_plan(plan.results_dir, plan.spec, expand(plan.spec), plan.data_dir,
+                      packed=plan.packed)  # fmt: skip
     if not plan.tasks:
         return Submission(plan.profile.executor, (), plan.packed), []
     specs = [_task_spec(plan, saved, task) for task in plan.tasks]
@@ -127,7 +132,7 @@ def _task_spec(plan: SubmissionPlan, saved: Plan, task: Task) -> TaskSpec:
 def write_plan(plan: SubmissionPlan, size: int) -> int:
     """Write the sweep plan for plain sbatch arrays; return how many chunks of ``size`` it has."""
     trials = expand(plan.spec)
-    save_plan(plan.results_dir, plan.spec, trials, plan.data_dir)
+    save_plan(plan.results_dir, plan.spec, trials, plan.data_dir, packed=plan.packed)
     return len(chunk(trials, size))
 
 
@@ -137,13 +142,14 @@ def run_planned_chunk(
     size: int,
     data_dir: str | None = None,
     *,
-    pack: bool = True,
+    pack: bool | None = None,
 ) -> list[tuple[str, str]]:
     """Run the ``index``-th chunk of ``size`` trials of a saved plan, in plan order, here.
 
     Indices cover all planned trials (not only unfinished ones), and each chunk's packs are
     planned from the plan alone, so a plain ``sbatch --array`` over them is stable and a
-    rerun of a chunk resumes its packs' checkpoints; finished trials are skipped.
+    rerun of a chunk resumes its packs' checkpoints; finished trials are skipped. ``pack``
+    defaults to the engine the plan recorded.
     """
     plan = load_plan(results_dir)
     if size < 1:
@@ -154,6 +160,9 @@ def run_planned_chunk(
             f"chunk index {index} out of range: {len(plan.trials)} trials in chunks of "
             f"{size} give indices 0-{len(chunks) - 1}"
         )
+    if pack is None:
+        pack = plan.packed is not False
+    check_engine(results_dir, plan, pack)
     trials: list[PlannedTrial] = chunks[index]
     packs = per_pack([], trials, size=len(trials), packed=pack, pack_mb=ClusterProfile().pack_mb)
     task = TaskSpec(

@@ -237,3 +237,27 @@ def test_shards_outside_the_plan_are_named_and_left_out(tmp_path: Path) -> None:
     results = load_results(tmp_path)
     assert len(results.frame) == 4 and stray.trial_id not in set(results.frame["trial_id"])
     assert results.skipped[f"{stray.trial_id}.json"] == "not a trial of this folder's sweep plan"
+
+
+def test_report_names_what_made_the_numbers_flags_a_mix_and_times_from_stamps(
+    tmp_path: Path, capsys
+) -> None:
+    """Wall time comes from started_at/finished_at; two engines in one folder are flagged."""
+
+    def score(trial):
+        result = fake_result(trial.config, valid=0.9, test=0.8)
+        minute = trial.config.units // 16  # trials start 1 and 2 minutes in, last 10 minutes
+        env = {"host": "n1", "mnistfc": "0.1.0", "tensorflow": "2.21.0",
+               "engine": "packed-v1" if trial.config.dropout == 0.0 else "keras-v1",
+               "started_at": f"2026-12-01T10:0{minute}:00Z",
+               "finished_at": f"2026-12-01T10:1{minute}:00Z"}  # fmt: skip
+        return TrialResult(**{**result.__dict__, "env": env})
+
+    make_sweep(tmp_path, GRID, score)
+    assert cli.main(["aggregate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wall time 0.18 h (first trial start to last end)" in out  # 10:01 to 10:12
+    assert "Made by mnistfc 0.1.0 (commit unknown), engine keras-v1/packed-v1" in out
+    assert "MIXED: 2 engines: keras-v1, packed-v1" in out
+    csv = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert set(csv["engine"]) == {"keras-v1", "packed-v1"}

@@ -287,3 +287,20 @@ def test_plan_only_names_one_stable_chunk_size_and_run_chunk_checks_it(
         assert err.count("\n") == 1 and err.startswith("mnistfc: error:"), err
     assert cli.main(["run-chunk", str(results), "--index", "2", "--size", "3"]) == 2
     assert "chunk index 2 out of range" in capsys.readouterr().err
+
+
+def test_a_folder_never_mixes_the_packed_and_the_keras_engine(tiny, tmp_path: Path, capsys) -> None:
+    spec, data = tiny
+    results = tmp_path / "r"
+    assert sweep(spec, results, data, "--executor", "debug") == 0
+    assert json.loads((results / "sweep.json").read_text())["engine"] == "packed"
+    capsys.readouterr()
+    assert sweep(spec, results, data, "--executor", "debug", "--no-pack") == 2
+    err = capsys.readouterr().err
+    assert "holds trials of the packed engine" in err and "use another --results folder" in err
+    assert err.count("\n") == 1
+    assert cli.main(["run-chunk", str(results), "--index", "0", "--size", "1", "--no-pack"]) == 2
+    assert "holds trials of the packed engine" in capsys.readouterr().err
+    # The packed engine may go on; an empty folder may switch.
+    assert sweep(spec, results, data, "--executor", "debug") == 0
+    assert sweep(spec, tmp_path / "k", data, "--executor", "debug", "--no-pack", "--dry-run") == 0

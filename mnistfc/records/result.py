@@ -122,6 +122,18 @@ class TrialResult:
         slurm = self.env.get("slurm") or {}
         row["slurm_job"] = slurm.get("slurm_array_job_id") or slurm.get("slurm_job_id")
         row["slurm_task"] = slurm.get("slurm_array_task_id")
+        # Provenance: what made the numbers (shards before these keys say null / "").
+        container = self.env.get("container")
+        if not isinstance(container, dict):  # earlier shards: the image name as a string
+            container = {"image": container, "digest": None}
+        row["engine"] = self.env.get("engine") or ""
+        row["mnistfc"] = self.env.get("mnistfc") or ""
+        row["git_commit"] = self.env.get("git_commit") or ""
+        row["tensorflow"] = self.env.get("tensorflow") or ""
+        row["image"] = container.get("image") or ""
+        row["image_digest"] = container.get("digest") or ""
+        row["started_at"] = self.env.get("started_at") or ""
+        row["finished_at"] = self.env.get("finished_at") or ""
         return row
 
     def last_error_line(self) -> str:
