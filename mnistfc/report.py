@@ -118,8 +118,8 @@ def _overview(report: Report, results: Results, results_dir: str | os.PathLike[s
         report.add("p", line)
     mixed = _mixed(frame)
     if mixed:
-        report.add("p", f"**MIXED**: these shards were not all made alike ({mixed}); compare "
-                        "numbers across them with care (per-trial values in results.csv).")  # fmt: skip
+        report.add("p", f"**MIXED**: these shards were not all made alike ({mixed}); "
+                        "compare their numbers with care (per trial: results.csv).")  # fmt: skip
         report.text.append(f"MIXED: {mixed}")
     if results.partial:
         report.add("p", f"**PARTIAL**: {len(results.missing)} planned trial(s) have no shard yet; "
