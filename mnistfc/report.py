@@ -191,15 +191,17 @@ def _wall_s(results_dir: str | os.PathLike[str], frame: pd.DataFrame) -> float:
     """
     ends = {p.stem: p.stat().st_mtime for p in shard_dir(results_dir).glob("*.json")}
     starts, stops = [], []
-    for row in frame.itertuples(index=False):
-        started, finished = _epoch_s(row.started_at), _epoch_s(row.finished_at)
+    columns = [frame.get(c, pd.Series([None] * len(frame), dtype=object)) for c in
+               ("trial_id", "elapsed_s", "started_at", "finished_at")]  # fmt: skip
+    for trial_id, elapsed_s, started_at, finished_at in zip(*columns, strict=True):
+        started, finished = _epoch_s(started_at), _epoch_s(finished_at)
         if started is not None and finished is not None:
             starts.append(started)
             stops.append(finished)
-        elif row.trial_id in ends:
-            elapsed = 0.0 if pd.isna(row.elapsed_s) else float(row.elapsed_s)
-            starts.append(ends[row.trial_id] - elapsed)
-            stops.append(ends[row.trial_id])
+        elif str(trial_id) in ends:
+            end = ends[str(trial_id)]
+            starts.append(end - (0.0 if pd.isna(elapsed_s) else float(elapsed_s)))
+            stops.append(end)
     return max(stops) - min(starts) if stops else 0.0
 
 
