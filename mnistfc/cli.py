@@ -137,10 +137,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(console.format_dry_run(plan, backend(profile.executor).dry_run(plan)))
         return 0
     if args.plan_only:
+        from mnistfc.launch.limits import site_limits
+
         size = args.chunk or profile.chunk or 1
         n_tasks = sweep.write_plan(plan, size)
         print(f"wrote {plan.results_dir / 'sweep.json'}; run it without submitit with:")
-        print(f"  sbatch --array=0-{n_tasks - 1} jobs/sweep-array.sbatch {plan.results_dir} {size}")
+        step = site_limits(profile).max_array_size  # an array may not hold more tasks
+        for offset in range(0, n_tasks, step):
+            last = min(n_tasks, offset + step) - offset - 1
+            export = f" --export=ALL,MNISTFC_CHUNK_OFFSET={offset}" if offset else ""
+            print(f"  sbatch --array=0-{last}{export} jobs/sweep-array.sbatch "
+                  f"{plan.results_dir} {size}")  # fmt: skip
         return 0
     submission, _failed = sweep.submit(
         plan, wait=args.wait, on_progress=console.progress_printer(args.results)
@@ -164,13 +171,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import time
 
     from mnistfc.progress import sweep_progress
+    from mnistfc.study_jobs import is_study, study_status
 
+    if is_study(args.results):
+        while args.wait:  # until the single model's, every sweep's and the report's jobs end
+            study = study_status(args.results)
+            parts = [sweep_progress(folder) for folder in study.sweeps]
+            if not study.live and not any(
+                p.active and p.status.finished < p.status.total for p in parts
+            ):
+                break
+            time.sleep(args.interval)
+        return console.print_study_status(args.results)
     if args.wait:
         show = console.progress_printer(args.results)
         while True:
             progress = sweep_progress(args.results)
             show(progress.status.finished, progress.status.total)
-            if not progress.active:
+            # An unreachable scheduler is not an ended sweep: keep counting shards until
+            # every trial has one or the scheduler answers that nothing runs.
+            if not progress.active or progress.status.finished == progress.status.total:
                 break
             time.sleep(args.interval)
     return console.print_status(args.results)
@@ -203,9 +223,30 @@ def _cmd_study(args: argparse.Namespace) -> int:
         table_format=args.table_format,
         on_progress=lambda name: console.progress_printer(f"{args.results}/{name}"),
     )
+    from mnistfc.study_jobs import StudyJobs
+
+    if isinstance(report, StudyJobs):
+        print(console.format_study_jobs(report, args.results))
+        return 0
     print("\n\n".join(report.text))
     print(f"report: {Path(args.results) / 'report.html'}")
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from mnistfc.doctor import diagnose
+    from mnistfc.launch.profile import load_profile
+
+    profile = load_profile(args.cluster, _profile_overrides(args))
+    checks = diagnose(
+        profile, data_dir=args.data_dir, results_dir=args.results, dataset=args.dataset
+    )
+    for check in checks:
+        print(check.line())
+    failed = [c.name for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))  # fmt: skip
+    return 1 if failed else 0
 
 
 def _cmd_run_chunk(args: argparse.Namespace) -> int:
@@ -230,4 +271,5 @@ _HANDLERS = {
     "run_chunk": _cmd_run_chunk,
     "study": _cmd_study,
     "status": _cmd_status,
+    "doctor": _cmd_doctor,
 }

@@ -27,44 +27,110 @@ def format_info(report: dict[str, Any]) -> str:
 
 
 def print_status(results: str) -> int:
-    """Print a sweep's counts and failures; return the exit code (1 if failed or lost trials)."""
-    from mnistfc.progress import sweep_progress
+    """Print a sweep's counts, running packs and failures; return the exit code.
+
+    1 when trials failed, or when trials are missing and nothing runs that could make them;
+    a scheduler that cannot be asked is reported as such, never as "not running".
+    """
+    from mnistfc.progress import format_duration, sweep_progress
 
     progress = sweep_progress(results)
     status = progress.status
     counts = status.counts
+    unknown = f", {progress.unknown} unknown" if progress.unknown else ""
     print(
         f"sweep {status.name}: {status.total} trials: {counts.get('completed', 0)} completed, "
         f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
         f"{counts.get('missing', 0)} missing ({progress.running} running, "
-        f"{progress.queued} queued, {progress.lost} not running)"
+        f"{progress.queued} queued{unknown}, {progress.lost} not running)"
     )
+    if progress.scheduler_problem and progress.unknown:
+        print(
+            f"  scheduler unreachable ({progress.scheduler_problem}): the states of "
+            f"{progress.unknown} trial(s) are unknown; they may still be running. Shards are "
+            "counted as usual; ask again later (`status --wait` keeps counting)"
+        )
+    elif progress.scheduler_problem:
+        print(
+            f"  scheduler partly unreachable ({progress.scheduler_problem}); the live jobs "
+            "answered for every unfinished trial"
+        )
+    for pulse in progress.packs:
+        print(f"  running {pulse.describe()}")
+    if progress.epochs_total and counts.get("missing", 0):
+        share = progress.epochs_done / progress.epochs_total
+        print(
+            f"  {progress.epochs_done:.0f}/{progress.epochs_total:.0f} trial-epochs done "
+            f"({100 * share:.0f}%), ETA {format_duration(progress.eta_s)} at the measured pace"
+        )
     for trial_id, error in status.failed.items():
         print(f"  failed {trial_id}: {error}")
     for name, problem in status.invalid.items():
         print(f"  invalid shard {name}: {problem}")
-    if progress.lost and not progress.active:
+    stranded = progress.lost and not progress.active
+    if stranded:
         print("  run the same `mnistfc sweep` again to run the missing trials")
-    return 1 if counts.get("failed", 0) or (progress.lost and not progress.active) else 0
+    return 1 if counts.get("failed", 0) or stranded else 0
+
+
+def print_study_status(results: str) -> int:
+    """Print every part of a study and its report; return the worst part's exit code."""
+    from mnistfc.study_jobs import study_status
+
+    study = study_status(results)
+    train = "completed" if study.train_done else (study.train_state or "no shard, no job")
+    print(f"study {results}: single model {train}")
+    code = 0 if study.train_done or study.train_state else 1
+    for folder in study.sweeps:
+        code = max(code, print_status(str(folder)))
+    if study.report is not None and not study.report_state.startswith(("PENDING", "RUNNING")):
+        print(f"report: {study.report}")
+    elif study.report_state:
+        print(f"report: job {study.report_state.lower()}; it writes {results}/report.html "
+              "when every part has ended")  # fmt: skip
+    else:
+        print(f"report: not written yet (run `mnistfc study ... --results {results}` again)")
+    return code
 
 
 def progress_printer(results: str) -> Any:
-    """Return a callback that draws a progress bar of finished trials on stderr."""
-    from mnistfc.progress import sweep_status
+    """Return a callback that draws a progress bar of trial-epochs done on stderr.
+
+    It moves with each pack's epochs (their heartbeats), not only with finished trials.
+    """
+    from mnistfc.progress import format_duration, sweep_progress
 
     last = [""]
 
     def show(_done_jobs: int = 0, _total_jobs: int = 0) -> None:
-        status = sweep_status(results)
+        progress = sweep_progress(results, jobs=False)
+        status = progress.status
         width = 30
-        filled = int(width * status.finished / max(status.total, 1))
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {status.finished}/{status.total} trials"
+        share = progress.epochs_done / progress.epochs_total if progress.epochs_total else 1.0
+        filled = int(width * share)
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {status.finished}/{status.total} trials, "
+            f"{100 * share:.0f}% of epochs"
+            + (f", ETA {format_duration(progress.eta_s)}" if progress.eta_s and share < 1 else "")
+        )
         if line != last[0]:
             end = "\r" if sys.stderr.isatty() else "\n"
             print(line, end=end, file=sys.stderr, flush=True)
             last[0] = line
 
     return show
+
+
+def format_study_jobs(jobs: Any, results: str) -> str:
+    """Render what ``study`` submitted to a scheduler and how to follow it."""
+    lines = [f"{part}: {len(ids)} job(s): {', '.join(ids[:3])}"
+             + (" ..." if len(ids) > 3 else "") for part, ids in jobs.parts.items()]  # fmt: skip
+    lines += [f"  ({note})" for note in jobs.notes]
+    if jobs.report:
+        lines.append(f"report: job {jobs.report} writes {results}/report.html after them "
+                     "(--dependency=afterany)")  # fmt: skip
+    lines.append(f"follow with: mnistfc status {results} [--wait]")
+    return "\n".join(lines)
 
 
 def format_plan(plan: Any) -> str:

@@ -140,6 +140,18 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     study.add_argument("--table-format", default="orgtbl")
     study.set_defaults(handler="study")
 
+    doctor = commands.add_parser(
+        "doctor", parents=[common],
+        help="check this host: TensorFlow, GPUs, data, SLURM and its limits, container, flock",
+    )  # fmt: skip
+    doctor.add_argument("--cluster", default=None, help="cluster profile (TOML) to check")
+    doctor.add_argument("--cluster-set", action="append", default=[], metavar="KEY=VALUE")
+    doctor.add_argument("--executor", choices=EXECUTORS, default=None)
+    doctor.add_argument("--data-dir", default=None)
+    doctor.add_argument("--dataset", choices=DATASETS, default="mnist")
+    doctor.add_argument("--results", default=None, help="results folder to check for flock")
+    doctor.set_defaults(handler="doctor")
+
     status = commands.add_parser(
         "status", parents=[common], help="done / failed / missing trials of a sweep"
     )

@@ -1,15 +1,21 @@
-"""Where a sweep stands: shards on disk against the plan, joined with the jobs still running."""
+"""Where a sweep stands: shards on disk against the plan, the running packs' heartbeats, and
+the jobs still queued or running (or the scheduler's silence)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from mnistfc.config import TrialConfig
 from mnistfc.errors import ShardError
+from mnistfc.heartbeat import Heartbeat, read_heartbeats
 from mnistfc.launch import job_states
-from mnistfc.plan import Submission, load_plan
+from mnistfc.launch.base import UNKNOWN
+from mnistfc.pack.planner import trial_cost
+from mnistfc.plan import Plan, Submission, load_plan
 from mnistfc.records import Status, list_shards, read_result
 
 log = logging.getLogger(__name__)
@@ -68,10 +74,12 @@ class SweepStatus:
 
 
 def sweep_status(
-    results_dir: str | os.PathLike[str], states: ShardStates | None = None
+    results_dir: str | os.PathLike[str],
+    states: ShardStates | None = None,
+    plan: Plan | None = None,
 ) -> SweepStatus:
     """Compare the shards on disk (read now unless given) with the plan."""
-    plan = load_plan(results_dir)
+    plan = plan or load_plan(results_dir)
     states = states or read_states(results_dir)
     planned = plan.trial_ids
     counts = Counter(states.status[t].value if t in states.status else "missing" for t in planned)
@@ -87,6 +95,23 @@ def sweep_status(
 
 
 @dataclass(frozen=True)
+class PackPulse:
+    """A pack that is training now, as its heartbeat tells: epochs done, pace, time left."""
+
+    beat: Heartbeat
+    open_trials: int  # its trials without a final shard
+
+    def describe(self) -> str:
+        """Return one status line for it."""
+        b = self.beat
+        pace = f"{sum(b.epoch_s) / len(b.epoch_s):.1f} s/epoch" if b.epoch_s else "first epoch"
+        left = f", ~{format_duration(b.remaining_s)} left" if b.remaining_s is not None else ""
+        where = " ".join(x for x in (b.host, f"job {b.job_id}" if b.job_id else "") if x)
+        return (f"pack {b.pack_id}: epoch {b.epoch}/{b.epochs} ({len(b.trials)} trials, "
+                f"{pace}{left}){' on ' + where if where else ''}")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Progress:
     """A sweep's shard counts plus, for trials without a shard, what their job is doing."""
 
@@ -94,32 +119,105 @@ class Progress:
     running: int
     queued: int
     live_jobs: int = 0
+    unknown: int = 0  # trials whose job the scheduler could not report on
+    scheduler_problem: str = ""  # what did not answer ("" = the scheduler answered)
+    packs: tuple[PackPulse, ...] = ()
+    epochs_done: float = 0.0  # trial-epochs: a finished trial counts all its epochs
+    epochs_total: float = 0.0
+    eta_s: float | None = None
 
     @property
     def active(self) -> bool:
-        """Return whether any job of the sweep is still queued or running."""
-        return self.running + self.queued + self.live_jobs > 0
+        """Return whether any job may still be queued or running (unknown ones may)."""
+        return self.running + self.queued + self.live_jobs + self.unknown > 0
 
     @property
     def lost(self) -> int:
-        """Return trials with no shard and no live job: the next sweep reruns them."""
-        return self.status.counts.get("missing", 0) - self.running - self.queued
+        """Return trials with no shard whose job has ended: the next sweep reruns them."""
+        missing = self.status.counts.get("missing", 0)
+        return missing - self.running - self.queued - self.unknown
 
 
-def sweep_progress(results_dir: str | os.PathLike[str]) -> Progress:
-    """Combine shards on disk with the scheduler's view of the jobs still holding trials."""
+def sweep_progress(results_dir: str | os.PathLike[str], *, jobs: bool = True) -> Progress:
+    """Combine shards on disk, running packs' heartbeats and the scheduler's view of the jobs.
+
+    With ``jobs=False`` the scheduler is not asked (the progress bar of a sweep this process
+    waits for knows its jobs are live).
+    """
+    plan = load_plan(results_dir)
     shards = read_states(results_dir)
-    status = sweep_status(results_dir, shards)
+    status = sweep_status(results_dir, shards, plan)
     done = set(shards.status)
     states: dict[str, str] = {}
-    live_jobs = 0
-    for submission in reversed(status.submissions):  # the latest submission of a trial counts
-        jobs = job_states(submission.executor, list(submission.job_ids))
-        live_jobs += sum(s in _ACTIVE | _QUEUED for s in jobs.values())
+    live_jobs, problems = 0, []
+    for submission in reversed(status.submissions) if jobs else ():  # the latest one counts
+        answer = job_states(submission.executor, list(submission.job_ids))
+        if answer.problem:
+            problems.append(answer.problem)
+        live_jobs += sum(s in _ACTIVE | _QUEUED for s in answer.states.values())
         for job_id, trial_ids in submission.task_trials():
             for tid in trial_ids:
                 if tid not in done:
-                    states.setdefault(tid, jobs.get(job_id, ""))
-    running = sum(s in _ACTIVE for s in states.values())
-    queued = sum(s in _QUEUED for s in states.values())
-    return Progress(status=status, running=running, queued=queued, live_jobs=live_jobs)
+                    states.setdefault(tid, answer.states.get(job_id, ""))
+    configs = plan.configs()
+    packs = _pulses(results_dir, done)
+    epochs_done, epochs_total, eta_s = _epochs(configs, set(shards.status), packs)
+    return Progress(
+        status=status,
+        running=sum(s in _ACTIVE for s in states.values()),
+        queued=sum(s in _QUEUED for s in states.values()),
+        live_jobs=live_jobs,
+        unknown=sum(s == UNKNOWN for s in states.values()),
+        scheduler_problem="; ".join(dict.fromkeys(problems)),
+        packs=packs,
+        epochs_done=epochs_done,
+        epochs_total=epochs_total,
+        eta_s=eta_s,
+    )
+
+
+def _pulses(results_dir: str | os.PathLike[str], done: set[str]) -> tuple[PackPulse, ...]:
+    pulses = []
+    for beat in read_heartbeats(results_dir):
+        open_trials = sum(t not in done for t in beat.trials)
+        if open_trials:
+            pulses.append(PackPulse(beat, open_trials))
+    return tuple(pulses)
+
+
+def _epochs(
+    configs: dict[str, TrialConfig], finished: set[str], packs: tuple[PackPulse, ...]
+) -> tuple[float, float, float | None]:
+    """Trial-epochs done and planned, and an ETA at the pace the running packs measure.
+
+    The pace is work per second (each pack's compute cost per measured epoch second, summed
+    over packs that beat recently); the ETA divides the work left by it, so queued trials
+    count as if the same parallelism carries on. None until a pack has finished an epoch.
+    """
+    total = float(sum(c.epochs for c in configs.values()))
+    done = float(sum(configs[t].epochs for t in finished if t in configs))
+    left_cost = sum(trial_cost(c) for t, c in configs.items() if t not in finished)
+    pace = 0.0
+    now = time.time()
+    for pulse in packs:
+        b = pulse.beat
+        done += b.epoch * sum(t in configs and t not in finished for t in b.trials)
+        trials = [configs[t] for t in b.trials if t in configs]
+        if trials and b.epoch_s and b.epoch:
+            mean_s = sum(b.epoch_s) / len(b.epoch_s)
+            left_cost -= b.epoch / b.epochs * sum(trial_cost(c) for c in trials)
+            if now - b.updated < max(3 * mean_s, 120.0):  # still beating
+                pace += sum(trial_cost(c) for c in trials) / b.epochs / mean_s
+    eta = max(left_cost, 0.0) / pace if pace > 0 else None
+    return done, total, eta
+
+
+def format_duration(seconds: float | None) -> str:
+    """Return e.g. "45 s", "12 min", "3.5 h" ("?" when unknown)."""
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

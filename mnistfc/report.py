@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from mnistfc.aggregate import Results, load_results, require_trials, usable
 from mnistfc.atomic import atomic_write_text
+from mnistfc.errors import MnistfcError
 from mnistfc.records import Status, list_shards, read_result, shard_dir
 from mnistfc.render import Report, cell, render
 from mnistfc.section import grid_section, random_section
@@ -58,6 +59,12 @@ def write_report(
     return report
 
 
+def write_report_job(results_dir: str, sweeps: list[str], table_format: str = "orgtbl") -> str:
+    """The study report as a cluster job, after every part's jobs; return the HTML's path."""
+    write_study_report(results_dir, sweeps, table_format)
+    return str(Path(results_dir) / "report.html")
+
+
 def write_study_report(
     results_dir: str | os.PathLike[str], sweeps: list[str], table_format: str = "orgtbl"
 ) -> Report:
@@ -86,7 +93,13 @@ def write_study_report(
     else:
         report.add("p", f"No completed single-model shard in {train}.")
     for name in sweeps:
-        part = write_report(root / name, table_format=table_format)
+        try:
+            part = write_report(root / name, table_format=table_format)
+        except MnistfcError as exc:  # a part with nothing to show must not hide the others
+            report.add("h2", f"{name}: no results")
+            report.add("p", str(exc))
+            report.text.append(f"[{name}] no results: {exc}")
+            continue
         for kind, content in part.blocks:
             report.add(kind, f"{name}: {content}" if kind == "h2" else content)
         report.text += [f"[{name}] {t}" for t in part.text]

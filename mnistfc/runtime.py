@@ -172,3 +172,17 @@ def hold_point() -> None:
     log.info("holding after saved epoch %d while %s exists", _epochs_saved[0], path)
     while os.path.exists(path) and not _stop.is_set():
         time.sleep(0.05)
+
+
+def log_job_to_stderr() -> None:
+    """Send mnistfc's log records to stderr in a job process (its log file).
+
+    A job has no CLI to configure logging; its stderr is the job's log, where the "pack
+    resumed" and epoch lines belong.
+    """
+    root = logging.getLogger("mnistfc")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)

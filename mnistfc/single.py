@@ -74,6 +74,14 @@ def run_single(
     return SingleRun(result=result, table=table, files=tuple(files))
 
 
+def train_job(config: TrialConfig, out_dir: str, data_dir: str | None) -> str:
+    """The single model as a cluster job (``study --cluster``); return its shard's status."""
+    from mnistfc.runtime import log_job_to_stderr
+
+    log_job_to_stderr()
+    return run_single(config, out_dir, data_dir, verbose=2).result.status.value
+
+
 def performance_table(metrics: dict[str, dict[str, float]], table_format: str = "orgtbl") -> str:
     """Render the exercise's table: rows Train / Validation / Test; Loss, Accuracy, Error rate."""
     rows = [

@@ -71,8 +71,14 @@ def run_study(
     table_format: str = "orgtbl",
     on_progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> Any:
-    """Run every part (resuming whatever is already done) and write the study report."""
+    """Run every part (resuming whatever is already done) and write the study report.
+
+    With a scheduler whose jobs outlive this process (SLURM), every part is submitted as
+    jobs and the report is written by a job after them; this returns the ``StudyJobs``
+    once submitted. Otherwise the parts run here and this returns the report.
+    """
     from mnistfc import sweep
+    from mnistfc.launch import backend
     from mnistfc.report import write_study_report
     from mnistfc.single import run_single
 
@@ -82,6 +88,10 @@ def run_study(
         (name, sweep.plan_submission(spec, profile, results / name, data_dir=data_dir))
         for name, spec in study.sweeps
     ]
+    if not backend(profile.executor).waits_by_default:
+        from mnistfc.study_jobs import submit_study
+
+        return submit_study(study.train, plans, results, profile, table_format)
     if final_result(results / "train", study.train.trial_id) is None:
         run_single(
             study.train, results / "train", data_dir, verbose=verbose, table_format=table_format

@@ -65,7 +65,7 @@ def plan_submission(
         check_engine(results, existing, packed)
     recorded = existing.recorded_packs() if existing is not None else []
     reused, new = reusable_packs(todo, recorded) if packed else ([], todo)
-    tasks = chosen.group(request, Work(reused, new, resources.parallel))
+    tasks = chosen.group(request, Work(reused, new, resources.parallel, resources.settings))
     return SubmissionPlan(
         spec=spec,
         profile=profile,

@@ -182,7 +182,7 @@ class TaskRunner:
     """
 
     def __call__(self, task: TaskSpec) -> list[tuple[str, str]]:
-        _log_to_stderr()
+        runtime.log_job_to_stderr()
         return run_task(task)
 
     def checkpoint(self, task: TaskSpec) -> Any:
@@ -191,14 +191,3 @@ class TaskRunner:
 
         log.info("checkpoint requested: requeueing this task; finished work is on disk")
         return DelayedSubmission(self, task)
-
-
-def _log_to_stderr() -> None:
-    # A job process has no CLI to configure logging; its stderr is the job's log, where the
-    # "pack resumed" and epoch lines belong.
-    root = logging.getLogger("mnistfc")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)

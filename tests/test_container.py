@@ -312,7 +312,7 @@ def test_train_in_the_image_writes_a_shard_naming_the_image(image: dict, tmp_pat
     (shard_file,) = list_shards(out)
     shard = read_shard(shard_file)
     assert shard["status"] == "completed" and len(shard["history"]) == 1
-    assert shard["env"]["container"] == IMAGE_NAME
+    assert shard["env"]["container"]["image"] == IMAGE_NAME
     assert shard["env"]["tensorflow"] == _pins("constraints.txt")["tensorflow-cpu"]
     assert shard["env"]["device"] == "cpu"
 
@@ -340,7 +340,7 @@ def test_sweep_and_aggregate_in_the_image_as_the_callers_uid(image: dict, tmp_pa
     assert (report / "results.csv").read_text().count("\n") == 3  # header + 2 trials
     assert (report / "report.html").stat().st_uid == 4242
     shards = [read_shard(p) for p in list_shards(results / "grid")]
-    assert {s["env"]["container"] for s in shards} == {IMAGE_NAME}
+    assert {s["env"]["container"]["image"] for s in shards} == {IMAGE_NAME}
 
 
 @pytest.mark.container
@@ -445,12 +445,12 @@ def test_sbatch_script_runs_its_chunk_in_the_image(
     calls = [shlex.split(line) for line in log.read_text().splitlines()]
     assert calls[-1] == [
         "exec", "--nv", "--bind", f"{results},{data},{extra}", TAG, "mnistfc", "run-chunk",
-        str(results), "--index", "1", "--size", "3", "--data-dir", str(data),
+        str(results), "--index", "1", "--offset", "0", "--size", "3", "--data-dir", str(data),
     ]  # fmt: skip
     shards = {s["trial_id"]: s for s in map(read_shard, list_shards(results))}
     assert set(shards) == set(chunks[1])  # chunk 1 only: the last trial
     assert all(s["status"] == "completed" for s in shards.values())
-    assert all(s["env"]["container"] == IMAGE_NAME for s in shards.values())
+    assert all(s["env"]["container"]["image"] == IMAGE_NAME for s in shards.values())
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +496,7 @@ def test_sbatch_array_runs_every_chunk_in_the_image_on_slurm(
     shards = [read_shard(p) for p in list_shards(results)]
     assert sorted(s["trial_id"] for s in shards) == sorted(sum(chunks, []))
     assert {s["status"] for s in shards} == {"completed"}
-    assert {s["env"]["container"] for s in shards} == {IMAGE_NAME}
+    assert {s["env"]["container"]["image"] for s in shards} == {IMAGE_NAME}
     assert {s["env"]["slurm"]["slurm_array_job_id"] for s in shards} == {job}
     assert {s["env"]["slurm"]["slurm_array_task_id"] for s in shards} == {"0", "1"}
     runs = [c for c in map(shlex.split, log.read_text().splitlines()) if "run-chunk" in c]

@@ -32,7 +32,7 @@ LAYERS = [
     {"progress", "sweep"},
     {"aggregate", "budget", "single"},
     {"section", "report"},
-    {"study", "api"},
+    {"study", "study_jobs", "doctor", "api"},
     {"console", "parser", "cli", "__init__", "__main__"},
 ]
 

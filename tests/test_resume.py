@@ -64,6 +64,13 @@ def test_a_killed_local_sweep_resumes_every_checkpoint_with_identical_numbers(
     checkpoints = results / "checkpoints"
     _until(lambda: len(list_shards(results)) == 4 and len(list(checkpoints.glob("*.npz"))) == 2,
            "both lanes holding in their second pack")  # fmt: skip
+    _until(lambda: len(list((results / "running").glob("*.json"))) == 2, "two heartbeats")
+    capsys.readouterr()
+    assert cli.main(["status", str(results)]) == 0  # mid-run: epochs and ETA, not just shards
+    status = capsys.readouterr().out
+    assert "4 missing (4 running, 0 queued, 0 not running)" in status
+    assert status.count("running pack ") == 2 and status.count(": epoch 1/2 (2 trials, ") == 2
+    assert "12/16 trial-epochs done (75%), ETA " in status
     os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and both workers, mid-pack
     sweep.wait()
     hold.unlink()

@@ -42,6 +42,12 @@ def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Pa
     for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search"):
         assert heading in html
     assert html.count("data:image/png;base64,") >= 7
+    capsys.readouterr()
+    assert cli.main(["status", str(results)]) == 0  # a study folder: every part at once
+    status = capsys.readouterr().out
+    assert f"study {results}: single model completed" in status
+    assert "sweep grid: 4 trials: 4 completed" in status and "sweep random: 6 trials" in status
+    assert f"report: {results / 'report.html'}" in status
     # run again: everything resumes, nothing is retrained
     mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")}
     assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0

@@ -131,6 +131,8 @@ def test_container_profile_runs_python_inside_apptainer(tiny, tmp_path: Path) ->
     )
     assert f"srun --unbuffered --output {tmp_path / 'r'}" in sbatch_script(plan)
     assert f"{image} python3 -u -m submitit.core._submit" in sbatch_script(plan)
+    digest = "sha256:6d27641e2684684537fb3f401639558228855c1d5721fd1b4b29fd70e8cffd1e"
+    assert f"export MNISTFC_IMAGE_DIGEST={digest}" in sbatch_script(plan)  # shards record it
     missing = load_profile(None, ["executor=slurm", "partition=gpu", "container='/nope.sif'"])
     with pytest.raises(Exception, match="container image /nope.sif not found"):
         plan_submission(load_spec(spec), missing, tmp_path / "r", data_dir=str(data))

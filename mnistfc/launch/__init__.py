@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mnistfc.launch.base import Backend
+    from mnistfc.launch.base import Backend, JobStates
 
 _MODULES = {
     "slurm": "mnistfc.launch.slurm",
@@ -27,8 +27,10 @@ def backend(name: str) -> Backend:
     return module.BACKEND  # type: ignore[no-any-return]
 
 
-def job_states(executor: str, job_ids: list[str]) -> dict[str, str]:
-    """Return each job's scheduler state ("" when unknown); tasks with no backend ended."""
+def job_states(executor: str, job_ids: list[str]) -> JobStates:
+    """Return each job's scheduler state; tasks with no backend have ended."""
+    from mnistfc.launch.base import JobStates
+
     if executor not in _MODULES or not job_ids:
-        return {j: "ENDED" for j in job_ids}
+        return JobStates({j: "ENDED" for j in job_ids})
     return backend(executor).job_states(job_ids)

@@ -23,6 +23,15 @@ from mnistfc.worker import TaskSpec
 
 SUBMITIT_DIR = "submitit"
 Progress = Callable[[int, int], None]
+UNKNOWN = "UNKNOWN"  # the scheduler could not say (it is unreachable, or its accounting is)
+
+
+@dataclass(frozen=True)
+class JobStates:
+    """Each job's scheduler state (``UNKNOWN`` where it could not say) and why not."""
+
+    states: dict[str, str]
+    problem: str = ""  # what did not answer, e.g. "sacct: Connection refused"; "" = all did
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class Work:
     reused: list[Pack]
     new: list[Any]
     parallel: int
+    settings: Any = None  # the backend's own, as its ``resources`` decided them
 
 
 @dataclass(frozen=True)
@@ -129,13 +139,30 @@ class Backend(ABC):
             on_progress(len(jobs), len(jobs))
         return [str(job.job_id) for job in jobs if job.exception() is not None]
 
+    def submit_call(
+        self,
+        folder: Path,
+        name: str,
+        profile: ClusterProfile,
+        binds: tuple[str, ...],
+        call: Callable[..., Any],
+        *args: Any,
+        after: tuple[str, ...] | list[str] = (),
+    ) -> Any:
+        """Submit one call as a job that starts after the jobs ``after`` ended (any state).
+
+        Only schedulers whose jobs outlive this process need it: a local study runs its
+        parts itself.
+        """
+        raise NotImplementedError(f"{type(self).__name__} runs a study in this process")
+
     def dry_run(self, plan: SubmissionPlan) -> list[str]:
         """Return what the executor would be given, beyond the trials (e.g. the sbatch script)."""
         return []
 
-    def job_states(self, job_ids: list[str]) -> dict[str, str]:
-        """Return each job's state ("" when unknown)."""
-        return {j: "ENDED" for j in job_ids}
+    def job_states(self, job_ids: list[str]) -> JobStates:
+        """Return each job's state."""
+        return JobStates({j: "ENDED" for j in job_ids})
 
 
 def import_submitit() -> Any:

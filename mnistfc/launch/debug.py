@@ -5,7 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from mnistfc.launch.base import Progress, Request, Resources, SubmissionPlan, import_submitit
+from mnistfc.launch.base import (
+    JobStates,
+    Progress,
+    Request,
+    Resources,
+    SubmissionPlan,
+    import_submitit,
+)
 from mnistfc.launch.local import Local
 from mnistfc.worker import TaskSpec, run_task
 
@@ -32,9 +39,9 @@ class Debug(Local):
         """The jobs already ran (``done()`` would run them again): report the failed ones."""
         return [str(job.job_id) for job in jobs if job.exception() is not None]
 
-    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+    def job_states(self, job_ids: list[str]) -> JobStates:
         """In-process jobs have ended by the time anyone asks."""
-        return {j: "ENDED" for j in job_ids}
+        return JobStates({j: "ENDED" for j in job_ids})
 
 
 BACKEND = Debug()

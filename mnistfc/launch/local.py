@@ -12,6 +12,7 @@ from typing import Any
 
 from mnistfc.launch.base import (
     Backend,
+    JobStates,
     Progress,
     Request,
     Resources,
@@ -78,9 +79,9 @@ class Local(Backend):
                 on(sum(j.done() for j in jobs), len(tasks))
         return jobs
 
-    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+    def job_states(self, job_ids: list[str]) -> JobStates:
         """A local job is a process: running while its pid lives."""
-        return {j: "RUNNING" if _pid_alive(j) else "ENDED" for j in job_ids}
+        return JobStates({j: "RUNNING" if _pid_alive(j) else "ENDED" for j in job_ids})
 
 
 def usable_cores() -> int:

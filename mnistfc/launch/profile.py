@@ -38,6 +38,8 @@ class ClusterProfile:
     mem_gb: float = 8.0
     array_parallelism: int = 32
     signal_delay_s: int = 90  # SLURM signals a task this long before its time limit
+    max_array_size: int = 0  # tasks per array job; 0 = ask SLURM (MaxArraySize)
+    max_jobs: int = 0  # jobs this user may have queued; 0 = ask SLURM (association, QOS)
     container: str | None = None
     container_binds: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
@@ -91,7 +93,8 @@ def _common_problems(p: ClusterProfile) -> list[str]:
     for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
         if not is_int(getattr(p, key)) or getattr(p, key) < 1:
             problems.append(f"{key}: must be a positive integer, got {getattr(p, key)!r}")
-    for key in ("gpus_per_task", "max_parallel", "chunk", "signal_delay_s"):
+    for key in ("gpus_per_task", "max_parallel", "chunk", "signal_delay_s", "max_array_size",
+                "max_jobs"):  # fmt: skip
         if not is_int(getattr(p, key)) or getattr(p, key) < 0:
             problems.append(f"{key}: must be an integer >= 0, got {getattr(p, key)!r}")
     for key in ("mem_gb", "pack_mb"):

@@ -14,9 +14,11 @@ from typing import Any
 
 from mnistfc.errors import ConfigError, MnistfcError
 from mnistfc.launch import base
-from mnistfc.launch.base import Backend, Resources, SubmissionPlan, import_submitit
+from mnistfc.launch.base import Backend, JobStates, Resources, SubmissionPlan, import_submitit
+from mnistfc.launch.limits import SLURM_DEFAULT_MAX_ARRAY_SIZE, SiteLimits, site_limits
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Task, per_pack
+from mnistfc.provenance import IMAGE_DIGEST_ENV, file_digest
 from mnistfc.worker import TaskRunner, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,17 @@ SUBMITIT_SIGNAL_DELAY_S = 90  # submitit's default --signal=USR2@90
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    """The sbatch parameters (submitit's names) and the Python command the tasks run."""
+    """The sbatch parameters (submitit's names), the Python command the tasks run, and the
+    site's limits the tasks must fit."""
 
     sbatch: dict[str, Any]
     python: str | None = None  # None: this interpreter; else e.g. apptainer exec ... python3
+    limits: SiteLimits = SiteLimits(SLURM_DEFAULT_MAX_ARRAY_SIZE, None)
+
+    def arrays(self, n_tasks: int) -> list[range]:
+        """Return the task indices of each array job: at most MaxArraySize tasks each."""
+        size = self.limits.max_array_size
+        return [range(i, min(i + size, n_tasks)) for i in range(0, n_tasks, size)]
 
 
 class Slurm(Backend):
@@ -56,12 +65,28 @@ class Slurm(Backend):
         parallel = request.max_parallel or profile.array_parallelism
         python = container_python(profile, list(request.binds)) if profile.container else None
         sbatch = sbatch_parameters(profile, request.spec_name, parallel)
-        return Resources(parallel, settings=SlurmSettings(sbatch, python))
+        limits = site_limits(profile)
+        return Resources(parallel, settings=SlurmSettings(sbatch, python, limits),
+                         note=f"per array ({limits.source})")  # fmt: skip
 
     def group(self, request: base.Request, work: base.Work) -> list[Task]:
-        """One array task per pack (or per ``size`` trials): the widest spread."""
-        return per_pack(work.reused, work.new, size=request.size, packed=request.packed,
-                        pack_mb=request.profile.pack_mb)  # fmt: skip
+        """One array task per pack (or per ``size`` trials), merged further when the site
+        allows this user fewer jobs than that."""
+        tasks = per_pack(work.reused, work.new, size=request.size, packed=request.packed,
+                         pack_mb=request.profile.pack_mb)  # fmt: skip
+        limits: SiteLimits = work.settings.limits
+        free = limits.free_jobs
+        if free is None or len(tasks) <= free:
+            return tasks
+        if free == 0:
+            raise ConfigError(
+                f"the site lets you have {limits.max_jobs} jobs queued and you have "
+                f"{limits.queued}: wait for some to end (squeue -u $USER), or set max_jobs "
+                "in the profile if the limit read is wrong"
+            )
+        log.info("%d tasks merged into %d: the job limit (%s)", len(tasks), free, limits.source)
+        # Packs stay as planned: a task just runs several, one after another.
+        return [[pack for task in tasks[k::free] for pack in task] for k in range(free)]
 
     def check_ready(self) -> None:
         """submitit's array tasks need both sbatch and srun."""
@@ -75,30 +100,85 @@ class Slurm(Backend):
     def submit(
         self, plan: SubmissionPlan, tasks: list[TaskSpec], on: base.Progress | None
     ) -> list[Any]:
-        """Submit one array job (``map_array``) with the plan's sbatch parameters."""
+        """Submit the tasks as array jobs (``map_array``), each within MaxArraySize.
+
+        If sbatch refuses a later array, the arrays already submitted stay (their job ids
+        are in the message) and the same sweep command submits the rest once fixed.
+        """
         settings: SlurmSettings = plan.resources.settings
         submitit = import_submitit()
         executor = submitit.SlurmExecutor(folder=plan.submitit_dir / "%j", python=settings.python)
         executor.update_parameters(**settings.sbatch)
+        jobs: list[Any] = []
+        arrays = settings.arrays(len(tasks))
+        for number, indices in enumerate(arrays, 1):
+            try:
+                jobs += executor.map_array(TaskRunner(), [tasks[i] for i in indices])
+            except submitit.core.utils.FailedJobError as exc:  # carries sbatch's own stderr
+                done = f" (arrays submitted before it: {_array_ids(jobs)})" if jobs else ""
+                raise MnistfcError(
+                    f"sbatch refused array job {number} of {len(arrays)}{done}: {str(exc).strip()}"
+                ) from exc
+        return jobs
+
+    def submit_call(
+        self,
+        folder: Path,
+        name: str,
+        profile: ClusterProfile,
+        binds: tuple[str, ...],
+        call: Any,
+        *args: Any,
+        after: tuple[str, ...] | list[str] = (),
+    ) -> Any:
+        """One sbatch job running ``call(*args)``, after ``after`` (``afterany``) if given."""
+        submitit = import_submitit()
+        python = container_python(profile, list(binds)) if profile.container else None
+        executor = submitit.SlurmExecutor(folder=folder / "%j", python=python)
+        params = sbatch_parameters(profile, name, 1)
+        params.pop("array_parallelism")
+        params["job_name"] = name
+        if after:
+            extra = dict(params.get("additional_parameters", {}))
+            extra["dependency"] = "afterany:" + ":".join(after)
+            params["additional_parameters"] = extra
+        executor.update_parameters(**params)
         try:
-            return list(executor.map_array(TaskRunner(), tasks))
-        except submitit.core.utils.FailedJobError as exc:  # carries sbatch's own stderr
-            raise MnistfcError(f"sbatch refused the array job: {str(exc).strip()}") from exc
+            return executor.submit(call, *args)
+        except submitit.core.utils.FailedJobError as exc:
+            raise MnistfcError(f"sbatch refused job {name}: {str(exc).strip()}") from exc
 
     def dry_run(self, plan: SubmissionPlan) -> list[str]:
         """The sbatch parameters and the exact script submitit would submit."""
         settings: SlurmSettings = plan.resources.settings
         lines = ["sbatch parameters (submitit):"]
         lines += [f"  {k} = {v!r}" for k, v in settings.sbatch.items()]
-        return [*lines, "sbatch script:", sbatch_script(plan)]
+        arrays = settings.arrays(len(plan.tasks))
+        limits = settings.limits
+        jobs = "no job limit known" if limits.max_jobs is None else (
+            f"at most {limits.max_jobs} jobs queued, {limits.queued} already are")  # fmt: skip
+        lines.append(f"{len(arrays)} array job(s) (MaxArraySize {limits.max_array_size}; {jobs}):")
+        parallel = settings.sbatch["array_parallelism"]
+        lines += [f"  #SBATCH --array=0-{len(r) - 1}%{min(parallel, len(r))}   (tasks "
+                  f"{r.start}-{r.stop - 1})" for r in arrays]  # fmt: skip
+        return [*lines, "sbatch script (the first array):", sbatch_script(plan)]
 
-    def job_states(self, job_ids: list[str]) -> dict[str, str]:
-        """Live states from squeue win; sacct (accounting) fills in finished jobs."""
+    def job_states(self, job_ids: list[str]) -> JobStates:
+        """Live states from squeue win; sacct (accounting) fills in finished jobs.
+
+        A job neither lists is one that ended long ago ("") when sacct answered, and
+        ``UNKNOWN`` when it did not (slurmdbd down, a host without accounting): then
+        nobody can tell whether it still runs, and status must not say it does not.
+        """
         arrays = ",".join(sorted({j.split("_")[0] for j in job_ids}))
-        finished = _query(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", arrays])
-        live = _query(["squeue", "-h", "-r", "-o", "%i|%T", "-j", arrays])
+        finished, acct_problem = _query(
+            ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", arrays]
+        )
+        live, queue_problem = _query(["squeue", "-h", "-r", "-o", "%i|%T", "-j", arrays])
         states = {**finished, **live}
-        return {j: states.get(j, "") for j in job_ids}
+        missing = base.UNKNOWN if acct_problem else ""
+        problems = "; ".join(p for p in (queue_problem, acct_problem) if p)
+        return JobStates({j: states.get(j, missing) for j in job_ids}, problems)
 
 
 def sbatch_parameters(profile: ClusterProfile, name: str, parallel: int) -> dict[str, Any]:
@@ -122,6 +202,9 @@ def sbatch_parameters(profile: ClusterProfile, name: str, parallel: int) -> dict
             params[key] = getattr(profile, key)
     if profile.setup:
         params["setup"] = list(profile.setup)
+    if profile.container:  # hashed once here, not in every task: shards record it
+        digest = file_digest(Path(profile.container).expanduser())
+        params["setup"] = [f"export {IMAGE_DIGEST_ENV}={digest}", *params.get("setup", [])]
     if profile.sbatch:
         params["additional_parameters"] = dict(profile.sbatch)
     return params
@@ -150,24 +233,32 @@ def sbatch_script(plan: SubmissionPlan) -> str:
     folder = plan.submitit_dir / "%j"
     python = settings.python or shlex.quote(sys.executable)
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    first = settings.arrays(len(plan.tasks))[:1]
     script = _make_sbatch_string(
-        command=command, folder=folder, map_count=len(plan.tasks), **settings.sbatch
+        command=command, folder=folder, map_count=len(first[0]) if first else 0, **settings.sbatch
     )
     return str(script)
 
 
-def _query(command: list[str]) -> dict[str, str]:
+def _array_ids(jobs: list[Any]) -> str:
+    return ", ".join(dict.fromkeys(str(j.job_id).split("_")[0] for j in jobs))
+
+
+def _query(command: list[str]) -> tuple[dict[str, str], str]:
+    """Return job -> state from squeue or sacct, and what went wrong ("" if it answered)."""
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr or "").strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
+        return {}, f"{command[0]}: {last[0]}"
     except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("%s failed (%s); job states may be incomplete", command[0], exc)
-        return {}
+        return {}, f"{command[0]}: {exc}"
     states = {}
     for line in out.splitlines():
         job, _, state = line.partition("|")
         if state:
             states[job.strip()] = state.split()[0]
-    return states
+    return states, ""
 
 
 BACKEND = Slurm()

@@ -5,6 +5,8 @@
 #   slurm_local.sh up STATE_DIR       start munged, mariadbd, slurmdbd, slurmctld, slurmd
 #   slurm_local.sh down STATE_DIR     stop them (never fails when already down)
 #   slurm_local.sh status STATE_DIR   exit 0 when the cluster answers, 1 otherwise
+#   slurm_local.sh stop-daemon STATE_DIR slurmdbd|slurmctld    an outage, for status tests
+#   slurm_local.sh start-daemon STATE_DIR slurmdbd|slurmctld   and its end
 #
 # Every config, state, spool, log, pid and socket file lives under STATE_DIR, so
 # several clusters (one per test session) can coexist and nothing in /etc is touched.
@@ -17,6 +19,9 @@ set -euo pipefail
 readonly PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 readonly CLUSTER_NAME=mnistfc-test
 readonly PARTITION=debug
+readonly MAX_ARRAY_SIZE=${SLURM_LOCAL_MAX_ARRAY_SIZE:-4}
+readonly FEW_JOBS_QOS=fewjobs
+readonly FEW_JOBS=3
 # Bounded waits (seconds). Generous because the machine may be busy with other work.
 readonly START_TIMEOUT=${SLURM_LOCAL_START_TIMEOUT:-90}
 readonly STOP_TIMEOUT=${SLURM_LOCAL_STOP_TIMEOUT:-30}
@@ -408,6 +413,11 @@ SchedulerParameters=sched_interval=2,bf_interval=2
 ReturnToService=2
 # Jobs may be requeued (scontrol requeue, preemption, node failure).
 JobRequeue=1
+# Site limits as real clusters set them, small enough for a test to reach: arrays of at
+# most $MAX_ARRAY_SIZE tasks, and (enforced through accounting) QOS $FEW_JOBS_QOS allows a
+# user $FEW_JOBS queued or running jobs.
+MaxArraySize=$MAX_ARRAY_SIZE
+AccountingStorageEnforce=limits,qos
 
 NodeName=$NODE_NAME NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE_NAME Default=YES MaxTime=INFINITE State=UP
@@ -529,6 +539,11 @@ register_cluster() {
     if ! grep -qx "$CLUSTER_NAME" <<<"$clusters"; then
         log "registering cluster $CLUSTER_NAME"
         sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
+    fi
+    if [[ -z $(sacctmgr -n -P show qos "$FEW_JOBS_QOS" format=Name) ]]; then
+        log "adding QOS $FEW_JOBS_QOS (MaxSubmitJobsPerUser=$FEW_JOBS) for root"
+        sacctmgr -i add qos "$FEW_JOBS_QOS" "MaxSubmitJobsPerUser=$FEW_JOBS" >/dev/null
+        sacctmgr -i modify user root set "qos+=$FEW_JOBS_QOS" >/dev/null
     fi
 }
 
@@ -708,8 +723,25 @@ cmd_status() {
     return $ok
 }
 
+# One daemon down and up again while the others (and the jobs) go on: a scheduler outage.
+cmd_daemon() {
+    local action=$1 name=${3:-}
+    init_paths "${2:-}"
+    export SLURM_CONF=$CONF
+    case $name in
+    slurmdbd) local pidfile=$SLURMDBD_PID ;;
+    slurmctld) local pidfile=$SLURMCTLD_PID ;;
+    *) die "daemon must be slurmdbd or slurmctld, not '$name'" ;;
+    esac
+    if [[ $action == stop ]]; then
+        stop_daemon "$pidfile" "$name"
+    else
+        "start_$name"
+    fi
+}
+
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -721,6 +753,8 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
+    stop-daemon) cmd_daemon stop "$@" ;;
+    start-daemon) cmd_daemon start "$@" ;;
     *) usage ;;
     esac
 }

@@ -319,3 +319,152 @@ def test_a_killed_chunked_array_resumes_its_checkpoint_with_identical_numbers(
         assert [h["val_loss"] for h in got["history"]] == pytest.approx(
             [h["val_loss"] for h in reference.history], rel=1e-5
         )
+
+
+def test_status_during_an_accounting_outage_says_so_and_still_counts(
+    slurm, slurm_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """slurmdbd stops mid-sweep: sacct fails, squeue still sees the running pack."""
+    spec, data, hold = _write_long_pack(tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    assert _sweep(spec, results, data) == 0
+    _until(lambda: any((results / "running").glob("*.json")), "the first epoch's heartbeat",
+           results)  # fmt: skip
+    script = Path(__file__).with_name("slurm_local.sh")
+    subprocess.run(["bash", str(script), "stop-daemon", str(slurm_state), "slurmdbd"], check=True)
+    try:
+        capsys.readouterr()
+        assert cli.main(["status", str(results)]) == 0
+        out = capsys.readouterr().out
+        print(out)  # the status screen, for the CI log
+        assert "2 missing (2 running, 0 queued, 0 not running)" in out
+        assert "scheduler partly unreachable (sacct: " in out
+        assert "running pack " in out and ": epoch 1/8 (2 trials, " in out
+        assert "run the same `mnistfc sweep` again" not in out
+    finally:
+        subprocess.run(["bash", str(script), "start-daemon", str(slurm_state), "slurmdbd"],
+                       check=True)  # fmt: skip
+    hold.unlink()
+    _wait(results)
+    shards = [read_shard(p) for p in list_shards(results)]
+    assert len(shards) == 2 and {s["status"] for s in shards} == {"completed"}
+    assert not list((results / "running").glob("*.json"))
+
+
+def test_a_sweep_past_max_array_size_and_the_qos_job_limit_completes(
+    slurm, tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    """The test SLURM allows arrays of 4 tasks and QOS fewjobs 3 jobs (slurm_local.sh)."""
+    spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0, 0.1, 0.2, 0.3, 0.4]")  # 10 trials
+    results = tmp_path / "arrays"
+    assert _sweep(spec, results, npz_dir, "--chunk", "1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "3 array job(s) (MaxArraySize 4; " in out and "#SBATCH --array=0-1%2" in out
+    assert _sweep(spec, results, npz_dir, "--chunk", "1") == 0
+    _wait(results)
+    plan = json.loads((results / "sweep.json").read_text())
+    jobs = plan["submissions"][-1]["job_ids"]
+    assert len(jobs) == 10 and len({j.split("_")[0] for j in jobs}) == 3
+    shards = [read_shard(p) for p in list_shards(results)]
+    assert len(shards) == 10 and {s["status"] for s in shards} == {"completed"}
+
+    few = tmp_path / "few"
+    assert _sweep(spec, few, npz_dir, "--chunk", "1", "--cluster-set", "qos='fewjobs'") == 0
+    out = capsys.readouterr().out
+    assert "3 task(s) of 3-4 trial(s)" in out and "job limit 3" in out
+    _wait(few)
+    assert len(list_shards(few)) == 10
+    assert {read_shard(p)["env"]["cluster"] for p in list_shards(few)} == {"mnistfc-test"}
+
+
+def test_plain_sbatch_arrays_reach_every_chunk_past_max_array_size(
+    slurm, tmp_path: Path, npz_dir: Path, capsys
+) -> None:
+    spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0, 0.1, 0.2]")  # 6 trials
+    results = tmp_path / "plain"
+    argv = ["sweep", str(spec), "--results", str(results), "--data-dir", str(npz_dir),
+            "--plan-only", "--chunk", "1", "--executor", "slurm",
+            "--cluster-set", "partition='debug'"]  # fmt: skip
+    assert cli.main(argv) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()
+             if line.strip().startswith("sbatch ")]  # fmt: skip
+    assert len(lines) == 2 and "--export=ALL,MNISTFC_CHUNK_OFFSET=4" in lines[1]
+    script = Path(__file__).resolve().parents[2] / "jobs" / "sweep-array.sbatch"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for line in lines:
+        args = [a if a != "jobs/sweep-array.sbatch" else str(script) for a in line[1:]]
+        subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--mem=1500M",
+                        f"--output={tmp_path}/%A_%a.out", *args],
+                       env=env, check=True, capture_output=True, text=True)  # fmt: skip
+    _until(lambda: len(list_shards(results)) == 6, "all six chunks' shards", results)
+    outputs = "".join(p.read_text() for p in tmp_path.glob("*.out"))
+    assert all(f"sweep-array: chunk {i} of " in outputs for i in range(6)), outputs
+
+
+def test_a_cluster_study_returns_at_once_and_a_dependent_job_writes_the_report(
+    slurm, tmp_path: Path, npz_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Every part runs as jobs; the packs hold after their epoch until the test lets them go,
+    so the report cannot exist when `study` returns, however fast the machine."""
+    from test_study import JOBS, study_args
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    monkeypatch.setenv(HOLD_ENV, str(hold))
+    results = tmp_path / "study"
+    args = [a for a in study_args(results, npz_dir, valid_size=28) if a not in ("--executor",
+            "debug")] + ["--cluster", str(JOBS / "clusters" / "slurm-cpu.toml"),
+                         "--cluster-set", "partition='debug'", "--cluster-set", "cpus_per_task=1",
+                         "--cluster-set", "mem_gb=1.5"]  # fmt: skip
+    started = time.monotonic()
+    assert cli.main(args) == 0
+    print(f"study --cluster returned after {time.monotonic() - started:.1f} s")  # for the log
+    out = capsys.readouterr().out
+    assert "train: 1 job(s)" in out and "grid: " in out and "random: " in out
+    assert "writes " in out and "(--dependency=afterany)" in out
+    assert not (results / "report.html").exists()
+    _until(lambda: len(list((results / "grid" / "running").glob("*.json"))) > 0,
+           "a grid pack holding after its epoch", results / "grid")  # fmt: skip
+    assert cli.main(["status", str(results)]) == 0
+    status = capsys.readouterr().out
+    print(status)  # the status screen, for the CI log
+    assert "sweep grid: 4 trials" in status and "running pack " in status
+    assert "report: job pending; it writes" in status
+    hold.unlink()
+    _until(lambda: (results / "report.html").exists(), "the report job's report", results)
+    html = (results / "report.html").read_text()
+    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search"):
+        assert heading in html
+    shards = [read_shard(p) for p in (results / "train" / "shards").glob("*.json")]
+    assert len(shards) == 1 and shards[0]["env"]["slurm"]["slurm_job_id"]  # ran as a job
+    report_job = json.loads((results / "study.json").read_text())["report"]
+    _until(lambda: _sacct(report_job).get(report_job) == "COMPLETED", "the report job", results)
+    assert cli.main(args) == 0  # again: nothing left to run, so it just reports
+    assert "every part is done: wrote" in capsys.readouterr().out
+
+
+def test_doctor_passes_on_the_test_slurm_and_fails_clearly_without_it(
+    slurm, slurm_state: Path, real_mnist_dir: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["doctor", "--executor", "slurm", "--cluster-set", "partition='debug'",
+            "--cluster-set", "qos='fewjobs'", "--data-dir", str(real_mnist_dir),
+            "--results", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    print(out)  # doctor's report, for the CI log
+    assert "ok   site limits: arrays of at most 4 tasks; at most 3 jobs queued" in out
+    assert "ok   partition debug" in out and "ok   qos fewjobs: yours" in out
+    script = Path(__file__).with_name("slurm_local.sh")
+    daemons = ("slurmdbd", "slurmctld")
+    for daemon in daemons:
+        subprocess.run(["bash", str(script), "stop-daemon", str(slurm_state), daemon], check=True)
+    try:
+        assert cli.main(argv) == 1
+        out = capsys.readouterr().out
+        print(out)
+        assert "FAIL squeue: " in out and "-> the controller does not answer" in out
+        assert "FAIL sacct: " in out and "-> no accounting here" in out
+    finally:
+        for daemon in reversed(daemons):
+            subprocess.run(["bash", str(script), "start-daemon", str(slurm_state), daemon],
+                           check=True)  # fmt: skip

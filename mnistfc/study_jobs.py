@@ -1,0 +1,182 @@
+"""A whole study handed to a scheduler: the single model, both sweeps and the report as jobs.
+
+On a cluster nobody should wait on a login node: the single model runs as a job, the grid
+and the random search are submitted together, and the study report is written by a job
+that starts after all of them (``--dependency=afterany``). ``RESULTS/study.json`` records
+the job ids, so ``status`` can follow the study and running ``study`` again resumes only
+what is neither finished nor still queued or running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistfc import sweep
+from mnistfc.atomic import atomic_write_text
+from mnistfc.launch import backend, job_states
+from mnistfc.launch.base import SubmissionPlan
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.plan import has_plan
+from mnistfc.progress import sweep_progress
+from mnistfc.provenance import utc_now
+from mnistfc.records import final_result, list_shards
+
+STUDY_FILE = "study.json"
+_LIVE = {"RUNNING", "PENDING", "COMPLETING", "CONFIGURING", "REQUEUED", "SUSPENDED",
+         "REQUEUE_HOLD", "RESIZING", "UNKNOWN"}  # fmt: skip
+
+
+@dataclass
+class StudyJobs:
+    """What a cluster study submitted: each part's job ids, and the report job's."""
+
+    executor: str
+    parts: dict[str, list[str]] = field(default_factory=dict)  # train, grid, random
+    report: str = ""
+    submitted_at: str = field(default_factory=utc_now)
+    notes: list[str] = field(default_factory=list)  # what was not submitted, and why
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form kept in study.json."""
+        return {"executor": self.executor, "parts": self.parts, "report": self.report,
+                "submitted_at": self.submitted_at}  # fmt: skip
+
+
+def load_study_jobs(results_dir: str | os.PathLike[str]) -> StudyJobs | None:
+    """Return what the last cluster study submission recorded (None: none, or unreadable)."""
+    path = Path(results_dir) / STUDY_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        parts = {str(k): [str(j) for j in v] for k, v in data["parts"].items()}
+        return StudyJobs(str(data["executor"]), parts, str(data.get("report", "")),
+                         str(data.get("submitted_at", "")))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def submit_study(
+    train: Any,
+    plans: list[tuple[str, SubmissionPlan]],
+    results_dir: str | os.PathLike[str],
+    profile: ClusterProfile,
+    table_format: str = "orgtbl",
+) -> StudyJobs:
+    """Submit every unfinished part that is not already queued or running, then the report.
+
+    Raises:
+        ConfigError: this host cannot submit (no sbatch/srun).
+        MnistfcError: sbatch refused a job.
+    """
+    from mnistfc.report import write_report_job
+    from mnistfc.single import train_job
+
+    results = Path(results_dir)
+    chosen = backend(profile.executor)
+    chosen.check_ready()
+    before = load_study_jobs(results)
+    jobs = StudyJobs(profile.executor)
+    waits: list[str] = []
+    if final_result(results / "train", train.trial_id) is not None:
+        jobs.notes.append("train: done")
+    elif before and _live(profile.executor, before.parts.get("train", [])):
+        jobs.parts["train"] = before.parts["train"]
+        jobs.notes.append("train: still queued or running")
+    else:
+        data_dir = plans[0][1].data_dir if plans else None
+        binds = (str(results.resolve()), *([data_dir] if data_dir else []))
+        job = chosen.submit_call(results / "submitit", "mnistfc-study-train", profile, binds,
+                                 train_job, train, str(results / "train"), data_dir)  # fmt: skip
+        jobs.parts["train"] = [str(job.job_id)]
+    waits += jobs.parts.get("train", [])
+    for name, plan in plans:
+        live = _live_sweep(plan)
+        if live:
+            jobs.parts[name] = live
+            jobs.notes.append(f"{name}: {len(live)} job(s) still queued or running")
+        elif not plan.tasks:
+            jobs.notes.append(f"{name}: done")
+        else:
+            submission, _ = sweep.submit(plan, wait=False)
+            jobs.parts[name] = list(submission.job_ids)
+        waits += jobs.parts.get(name, [])
+    if not waits:  # every part is done: just report, here (a second's work)
+        from mnistfc.report import write_study_report
+
+        write_study_report(results, [n for n, _ in plans], table_format)
+        jobs.notes.append(f"every part is done: wrote {results / 'report.html'}")
+    else:
+        arrays = list(dict.fromkeys(j.split("_")[0] for j in waits))
+        # The report needs no GPU and little time: ask for little, so it starts at once.
+        small = dataclasses.replace(profile, gpus_per_task=0, cpus_per_task=1, timeout_min=30)
+        job = chosen.submit_call(results / "submitit", "mnistfc-study-report", small,
+                                 (str(results.resolve()),), write_report_job, str(results),
+                                 [n for n, _ in plans], table_format, after=arrays)  # fmt: skip
+        jobs.report = str(job.job_id)
+    atomic_write_text(results / STUDY_FILE, json.dumps(jobs.to_json(), indent=1) + "\n")
+    return jobs
+
+
+def _live(executor: str, job_ids: list[str]) -> list[str]:
+    states = job_states(executor, job_ids).states
+    return [j for j in job_ids if states.get(j, "") in _LIVE]
+
+
+def _live_sweep(plan: SubmissionPlan) -> list[str]:
+    """Return the job ids of the sweep's last submission that are still queued or running."""
+    if not has_plan(plan.results_dir):
+        return []
+    progress = sweep_progress(plan.results_dir)
+    if not progress.active or not progress.status.submissions:
+        return []
+    last = progress.status.submissions[-1]
+    return _live(last.executor, list(last.job_ids))
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Where a study stands: its sweeps' folders, the single model and the report job."""
+
+    sweeps: list[Path]
+    train_done: bool
+    train_state: str  # the single model's job state ("" when none was submitted)
+    report_state: str  # the report job's state ("" when none was submitted)
+    report: Path | None  # report.html, once written
+
+    @property
+    def live(self) -> bool:
+        """Return whether the single model's or the report's job may still run."""
+        return self.train_state in _LIVE or self.report_state in _LIVE
+
+
+def is_study(results_dir: str | os.PathLike[str]) -> bool:
+    """Return whether a folder holds a study (study.json, or a train/ and sweep folders)."""
+    root = Path(results_dir)
+    return not has_plan(root) and ((root / STUDY_FILE).exists() or (root / "train").is_dir())
+
+
+def study_status(results_dir: str | os.PathLike[str]) -> StudyStatus:
+    """Read a study folder: which sweeps it has, and its own jobs' states."""
+    root = Path(results_dir)
+    jobs = load_study_jobs(root)
+
+    def state(ids: list[str]) -> str:
+        if not jobs or not ids:
+            return ""
+        return job_states(jobs.executor, ids).states.get(ids[0], "")
+
+    train_done = any(
+        final_result(root / "train", path.stem) is not None for path in list_shards(root / "train")
+    )
+    html = root / "report.html"
+    return StudyStatus(
+        sweeps=sorted(p.parent for p in root.glob("*/sweep.json")),
+        train_done=train_done,
+        train_state="" if train_done else state(jobs.parts.get("train", []) if jobs else []),
+        report_state=state([jobs.report] if jobs and jobs.report else []),
+        report=html if html.exists() else None,
+    )
