@@ -116,33 +116,48 @@ def _slurm(profile: ClusterProfile) -> list[Check]:
         )
     )
     limits = site_limits(profile)
-    jobs = "no job limit" if limits.max_jobs is None else (
+    guessed = "SLURM's default" in limits.source or "unknown" in limits.source
+    jobs = ("job limit unknown" if guessed else "no job limit") if limits.max_jobs is None else (
         f"at most {limits.max_jobs} jobs queued ({limits.queued} now)")  # fmt: skip
-    checks.append(Check("site limits", True,
+    checks.append(Check("site limits", not guessed,
                         f"arrays of at most {limits.max_array_size} tasks; {jobs} "
-                        f"({limits.source})"))  # fmt: skip
-    partitions = (_output(["sinfo", "-h", "-o", "%P"]) or "").replace("*", "").split()
-    checks.append(Check(f"partition {profile.partition}", profile.partition in partitions,
-                        "known to sinfo" if profile.partition in partitions else
-                        f"not among {', '.join(partitions) or 'none'}",
+                        f"({limits.source})", "set max_array_size and max_jobs in the profile "
+                        "to your site's limits, or ask again when SLURM answers"))  # fmt: skip
+    sinfo = _output(["sinfo", "-h", "-o", "%P"])
+    partitions = (sinfo or "").replace("*", "").split()
+    if sinfo is None:
+        seen = "not checked: sinfo did not answer"
+    elif profile.partition in partitions:
+        seen = "known to sinfo"
+    else:
+        seen = f"not among {', '.join(partitions) or 'none'}"
+    checks.append(Check(f"partition {profile.partition}", profile.partition in partitions, seen,
                         "set partition in the profile (sinfo -s)"))  # fmt: skip
     rows = _output(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={_user()}",
-                    "format=Account,QOS"]) or ""  # fmt: skip
-    accounts = {r.split("|")[0] for r in rows.splitlines() if r}
-    qos = {q for r in rows.splitlines() if "|" in r for q in r.split("|")[1].split(",") if q}
-    for key, known in (("account", accounts), ("qos", qos)):
+                    "format=Account,QOS"])  # fmt: skip
+    lines = [r for r in (rows or "").splitlines() if "|" in r]
+    known_by_key = {
+        "account": {r.split("|")[0] for r in lines},
+        "qos": {q for r in lines for q in r.split("|")[1].split(",") if q},
+    }
+    for key, known in known_by_key.items():
         wanted = getattr(profile, key)
-        if wanted:
-            checks.append(
-                Check(
-                    f"{key} {wanted}",
-                    wanted in known,
-                    "yours"
-                    if wanted in known
-                    else f"not among yours: {', '.join(sorted(known)) or 'none'}",
-                    f"set {key} in the profile (sacctmgr show assoc user=$USER)",
-                )
+        if not wanted:
+            continue
+        if rows is None:
+            seen = "not checked: sacctmgr did not answer"
+        elif wanted in known:
+            seen = "yours"
+        else:
+            seen = f"not among yours: {', '.join(sorted(known)) or 'none'}"
+        checks.append(
+            Check(
+                f"{key} {wanted}",
+                wanted in known,
+                seen,
+                f"set {key} in the profile (sacctmgr show assoc user=$USER)",
             )
+        )
     return checks
 
 
