@@ -177,9 +177,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         while args.wait:  # until the single model's, every sweep's and the report's jobs end
             study = study_status(args.results)
             parts = [sweep_progress(folder) for folder in study.sweeps]
-            if not study.live and not any(
-                p.active and p.status.finished < p.status.total for p in parts
-            ):
+            if not study.live and not any(p.active for p in parts):
                 break
             time.sleep(args.interval)
         return console.print_study_status(args.results)
@@ -188,9 +186,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         while True:
             progress = sweep_progress(args.results)
             show(progress.status.finished, progress.status.total)
-            # An unreachable scheduler is not an ended sweep: keep counting shards until
-            # every trial has one or the scheduler answers that nothing runs.
-            if not progress.active or progress.status.finished == progress.status.total:
+            # An unreachable scheduler is not an ended sweep: trials whose job state is
+            # unknown keep it active, so this counts shards until they arrive or the
+            # scheduler answers that nothing runs.
+            if not progress.active:
                 break
             time.sleep(args.interval)
     return console.print_status(args.results)

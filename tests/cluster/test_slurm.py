@@ -152,7 +152,7 @@ def test_a_refused_submission_shows_sbatchs_own_message(
     code = _sweep(spec, results, npz_dir, "--cluster-set", "partition='nosuchpartition'")
     assert code == 1
     err = capsys.readouterr().err
-    assert "sbatch refused the array job" in err and "invalid partition" in err.lower()
+    assert "sbatch refused array job 1 of 1" in err and "invalid partition" in err.lower()
     assert "Traceback" not in err
     assert list_shards(results) == []
 
