@@ -48,8 +48,10 @@ def diagnose(
     dataset: str = "mnist",
 ) -> list[Check]:
     """Run every check that applies to this profile; never raises."""
+    from mnistfc.launch import backend
+
     checks = [_tensorflow(profile), _dataset(dataset, data_dir)]
-    if profile.executor == "slurm":
+    if not backend(profile.executor).waits_by_default:  # a scheduler: SLURM's checks apply
         checks += _slurm(profile)
     if profile.container:
         checks.append(_container(profile))
