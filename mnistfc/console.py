@@ -55,8 +55,9 @@ def print_status(results: str) -> int:
             f"  scheduler partly unreachable ({progress.scheduler_problem}); the live jobs "
             "answered for every unfinished trial"
         )
-    for pulse in progress.packs:
-        print(f"  running {pulse.describe()}")
+    for pulse in progress.packs:  # a stale heartbeat (its job ended) is not a running pack
+        state = "running" if progress.active else "stopped (the next sweep resumes it)"
+        print(f"  {state} {pulse.describe()}")
     if progress.epochs_total and counts.get("missing", 0):
         share = progress.epochs_done / progress.epochs_total
         print(
@@ -75,6 +76,7 @@ def print_status(results: str) -> int:
 
 def print_study_status(results: str) -> int:
     """Print every part of a study and its report; return the worst part's exit code."""
+    from mnistfc.progress import LIVE_STATES
     from mnistfc.study_jobs import study_status
 
     study = study_status(results)
@@ -83,7 +85,7 @@ def print_study_status(results: str) -> int:
     code = 0 if study.train_done or study.train_state else 1
     for folder in study.sweeps:
         code = max(code, print_status(str(folder)))
-    if study.report is not None and not study.report_state.startswith(("PENDING", "RUNNING")):
+    if study.report is not None and study.report_state not in LIVE_STATES:
         print(f"report: {study.report}")
     elif study.report_state:
         print(f"report: job {study.report_state.lower()}; it writes {results}/report.html "

@@ -27,6 +27,14 @@ class ShardError(MnistfcError):
     exit_code = 2
 
 
+class SubmitFailed(MnistfcError):
+    """The scheduler refused a submission part-way; ``jobs`` are those it had accepted."""
+
+    def __init__(self, message: str, jobs: list[object]) -> None:
+        super().__init__(message)
+        self.jobs = jobs
+
+
 class TaskFailed(MnistfcError):
     """Some trials of a task failed; their shards hold the tracebacks."""
 

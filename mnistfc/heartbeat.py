@@ -8,6 +8,7 @@ and the shards stay the only record of results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -33,11 +34,15 @@ class Heartbeat:
     updated: float = 0.0  # time.time() of the write
 
     @property
+    def mean_epoch_s(self) -> float | None:
+        """Return the mean measured seconds per epoch (None before the first epoch ends)."""
+        return sum(self.epoch_s) / len(self.epoch_s) if self.epoch_s else None
+
+    @property
     def remaining_s(self) -> float | None:
         """Return the seconds its remaining epochs should take at the mean measured pace."""
-        if not self.epoch_s:
-            return None
-        return (self.epochs - self.epoch) * sum(self.epoch_s) / len(self.epoch_s)
+        mean = self.mean_epoch_s
+        return None if mean is None else (self.epochs - self.epoch) * mean
 
 
 def heartbeat_path(results_dir: str | os.PathLike[str], pack_id: str) -> Path:
@@ -47,7 +52,7 @@ def heartbeat_path(results_dir: str | os.PathLike[str], pack_id: str) -> Path:
 
 def write_heartbeat(results_dir: str | os.PathLike[str], beat: Heartbeat) -> None:
     """Write (replace) a pack's heartbeat atomically."""
-    beat = Heartbeat(**{**asdict(beat), "updated": time.time()})
+    beat = dataclasses.replace(beat, updated=time.time())
     atomic_write_text(heartbeat_path(results_dir, beat.pack_id), json.dumps(asdict(beat)) + "\n")
 
 

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 _ACTIVE = {"RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
 _QUEUED = {"PENDING", "REQUEUE_HOLD", "REQUEUE_FED"}
+# Job states that may still make shards (UNKNOWN: the scheduler could not say).
+LIVE_STATES = frozenset(_ACTIVE | _QUEUED | {UNKNOWN})
 
 
 @dataclass
@@ -99,12 +101,11 @@ class PackPulse:
     """A pack that is training now, as its heartbeat tells: epochs done, pace, time left."""
 
     beat: Heartbeat
-    open_trials: int  # its trials without a final shard
 
     def describe(self) -> str:
         """Return one status line for it."""
         b = self.beat
-        pace = f"{sum(b.epoch_s) / len(b.epoch_s):.1f} s/epoch" if b.epoch_s else "first epoch"
+        pace = f"{b.mean_epoch_s:.1f} s/epoch" if b.mean_epoch_s else "first epoch"
         left = f", ~{format_duration(b.remaining_s)} left" if b.remaining_s is not None else ""
         where = " ".join(x for x in (b.host, f"job {b.job_id}" if b.job_id else "") if x)
         return (f"pack {b.pack_id}: epoch {b.epoch}/{b.epochs} ({len(b.trials)} trials, "
@@ -177,12 +178,8 @@ def sweep_progress(results_dir: str | os.PathLike[str], *, jobs: bool = True) ->
 
 
 def _pulses(results_dir: str | os.PathLike[str], done: set[str]) -> tuple[PackPulse, ...]:
-    pulses = []
-    for beat in read_heartbeats(results_dir):
-        open_trials = sum(t not in done for t in beat.trials)
-        if open_trials:
-            pulses.append(PackPulse(beat, open_trials))
-    return tuple(pulses)
+    # A pack whose trials all have shards has ended (its heartbeat is about to go).
+    return tuple(PackPulse(b) for b in read_heartbeats(results_dir) if set(b.trials) - done)
 
 
 def _epochs(
@@ -203,8 +200,8 @@ def _epochs(
         b = pulse.beat
         done += b.epoch * sum(t in configs and t not in finished for t in b.trials)
         trials = [configs[t] for t in b.trials if t in configs]
-        if trials and b.epoch_s and b.epoch:
-            mean_s = sum(b.epoch_s) / len(b.epoch_s)
+        mean_s = b.mean_epoch_s
+        if trials and mean_s and b.epoch:
             left_cost -= b.epoch / b.epochs * sum(trial_cost(c) for c in trials)
             if now - b.updated < max(3 * mean_s, 120.0):  # still beating
                 pace += sum(trial_cost(c) for c in trials) / b.epochs / mean_s

@@ -181,7 +181,17 @@ def container() -> dict[str, Any] | None:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """Return ``sha256:<hex>`` of a file (an Apptainer image), read in 1 MiB blocks."""
+    """Return ``sha256:<hex>`` of a file (an Apptainer image), read in 1 MiB blocks.
+
+    A multi-GB image takes seconds to hash and a study asks for it several times (each
+    sweep's and each job's sbatch parameters): it is hashed once per file version.
+    """
+    stat = os.stat(path)
+    return _digest(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

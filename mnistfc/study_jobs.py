@@ -21,14 +21,12 @@ from mnistfc.atomic import atomic_write_text
 from mnistfc.launch import backend, job_states
 from mnistfc.launch.base import SubmissionPlan
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.plan import has_plan
-from mnistfc.progress import sweep_progress
+from mnistfc.plan import has_plan, load_plan
+from mnistfc.progress import LIVE_STATES
 from mnistfc.provenance import utc_now
 from mnistfc.records import final_result, list_shards
 
 STUDY_FILE = "study.json"
-_LIVE = {"RUNNING", "PENDING", "COMPLETING", "CONFIGURING", "REQUEUED", "SUSPENDED",
-         "REQUEUE_HOLD", "RESIZING", "UNKNOWN"}  # fmt: skip
 
 
 @dataclass
@@ -123,18 +121,15 @@ def submit_study(
 
 def _live(executor: str, job_ids: list[str]) -> list[str]:
     states = job_states(executor, job_ids).states
-    return [j for j in job_ids if states.get(j, "") in _LIVE]
+    return [j for j in job_ids if states.get(j, "") in LIVE_STATES]
 
 
 def _live_sweep(plan: SubmissionPlan) -> list[str]:
     """Return the job ids of the sweep's last submission that are still queued or running."""
     if not has_plan(plan.results_dir):
         return []
-    progress = sweep_progress(plan.results_dir)
-    if not progress.active or not progress.status.submissions:
-        return []
-    last = progress.status.submissions[-1]
-    return _live(last.executor, list(last.job_ids))
+    submissions = load_plan(plan.results_dir).submissions
+    return _live(submissions[-1].executor, list(submissions[-1].job_ids)) if submissions else []
 
 
 @dataclass(frozen=True)
@@ -150,7 +145,7 @@ class StudyStatus:
     @property
     def live(self) -> bool:
         """Return whether the single model's or the report's job may still run."""
-        return self.train_state in _LIVE or self.report_state in _LIVE
+        return self.train_state in LIVE_STATES or self.report_state in LIVE_STATES
 
 
 def is_study(results_dir: str | os.PathLike[str]) -> bool:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from mnistfc.data import locate
-from mnistfc.errors import ConfigError
+from mnistfc.errors import ConfigError, SubmitFailed
 from mnistfc.launch import backend
 from mnistfc.launch.base import Progress, Request, SubmissionPlan, Work
 from mnistfc.launch.profile import ClusterProfile
@@ -104,18 +105,28 @@ def submit(
     if not plan.tasks:
         return Submission(plan.profile.executor, (), plan.packed), []
     specs = [_task_spec(plan, saved, task) for task in plan.tasks]
-    jobs = chosen.submit(plan, specs, on_progress)
-    submission = Submission(
-        executor=plan.profile.executor,
-        tasks=tuple(tuple(tuple(t.trial_id for t in pack) for pack in task) for task in plan.tasks),
-        packed=plan.packed,
-        job_ids=tuple(str(job.job_id) for job in jobs),
-    )
+    try:
+        jobs = chosen.submit(plan, specs, on_progress)
+    except SubmitFailed as exc:  # what was accepted runs: record it, so status follows it
+        record_submission(plan.results_dir, _submission(plan, exc.jobs))
+        raise
+    submission = _submission(plan, jobs)
     record_submission(plan.results_dir, submission)
     if wait is None:
         wait = chosen.waits_by_default
     failed = chosen.wait(jobs, on_progress) if wait else []
     return submission, failed
+
+
+def _submission(plan: SubmissionPlan, jobs: list[Any]) -> Submission:
+    """The submission of the first ``len(jobs)`` tasks (all of them unless refused part-way)."""
+    tasks = plan.tasks[: len(jobs)]
+    return Submission(
+        executor=plan.profile.executor,
+        tasks=tuple(tuple(tuple(t.trial_id for t in pack) for pack in task) for task in tasks),
+        packed=plan.packed,
+        job_ids=tuple(str(job.job_id) for job in jobs),
+    )
 
 
 def _task_spec(plan: SubmissionPlan, saved: Plan, task: Task) -> TaskSpec:

@@ -46,7 +46,8 @@ def run_trial(
     _check_dataset_matches(config, dataset)
     started, started_at = time.perf_counter(), utc_now()
     try:
-        result = _train_and_evaluate(config, dataset, sweep=sweep, load_s=load_s, verbose=verbose)
+        result = _train_and_evaluate(config, dataset, started_at, sweep=sweep, load_s=load_s,
+                                     verbose=verbose)  # fmt: skip
     except Exception:
         failed = failed_result(
             config,
@@ -67,12 +68,12 @@ def run_trial(
 def _train_and_evaluate(
     config: TrialConfig,
     dataset: Dataset,
+    started_at: str,
     *,
     sweep: SweepRef | None,
     load_s: float,
     verbose: int,
 ) -> TrialResult:
-    started_at = utc_now()
     configure_gpus()
     # One call seeds Python, NumPy and TensorFlow: weight init, shuffling and dropout masks.
     keras.utils.set_random_seed(config.seed)

@@ -132,7 +132,8 @@ def _run_pack(
         if key not in datasets:
             datasets[key] = dataset_for(configs[0], task.data_dir)
     except Exception as exc:  # record it per trial: status must show why each one failed
-        env = {**environment(), "started_at": utc_now(), "finished_at": utc_now()}
+        now = utc_now()
+        env = {**environment(), "started_at": now, "finished_at": now}
         for config in configs:
             write_shard(task.results_dir, failed_result(
                 config, traceback.format_exc(), env=env, sweep=task.sweep))  # fmt: skip

@@ -306,3 +306,31 @@ def test_a_folder_never_mixes_the_packed_and_the_keras_engine(tiny, tmp_path: Pa
     # The packed engine may go on; an empty folder may switch.
     assert sweep(spec, results, data, "--executor", "debug") == 0
     assert sweep(spec, tmp_path / "k", data, "--executor", "debug", "--no-pack", "--dry-run") == 0
+
+
+def test_arrays_accepted_before_sbatch_refused_one_are_recorded(
+    tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """sbatch takes the first array and refuses the second: the first's jobs stay followed."""
+    from types import SimpleNamespace
+
+    from mnistfc.errors import SubmitFailed
+    from mnistfc.launch import backend
+
+    spec, data = tiny
+    slurm = backend("slurm")
+
+    def refuse_second(plan, tasks, on):
+        accepted = [SimpleNamespace(job_id=f"5_{i}") for i in range(2)]
+        raise SubmitFailed("sbatch refused array job 2 of 2: QOSMaxSubmitJobPerUserLimit", accepted)
+
+    monkeypatch.setattr(slurm, "submit", refuse_second)
+    monkeypatch.setattr(slurm, "check_ready", lambda: None)
+    results = tmp_path / "r"
+    argv = ["--executor", "slurm", "--chunk", "1", "--cluster-set", "partition='p'",
+            "--cluster-set", "max_array_size=2", "--cluster-set", "max_jobs=10"]  # fmt: skip
+    assert sweep(spec, results, data, *argv) == 1
+    assert "sbatch refused array job 2 of 2" in capsys.readouterr().err
+    recorded = json.loads((results / "sweep.json").read_text())["submissions"]
+    assert len(recorded) == 1 and recorded[0]["job_ids"] == ["5_0", "5_1"]
+    assert len(recorded[0]["tasks"]) == 2  # the first array's two tasks, not all four

@@ -1,4 +1,5 @@
-"""SLURM through submitit: one array job, one task per pack, checkpointable on preemption."""
+"""SLURM through submitit: array jobs within the site's limits, one task per pack (or per
+chunk), checkpointable on preemption; one-off jobs with dependencies for a study."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistfc.errors import ConfigError, MnistfcError
+from mnistfc.errors import ConfigError, MnistfcError, SubmitFailed
 from mnistfc.launch import base
 from mnistfc.launch.base import Backend, JobStates, Resources, SubmissionPlan, import_submitit
 from mnistfc.launch.limits import SLURM_DEFAULT_MAX_ARRAY_SIZE, SiteLimits, site_limits
@@ -116,8 +117,9 @@ class Slurm(Backend):
                 jobs += executor.map_array(TaskRunner(), [tasks[i] for i in indices])
             except submitit.core.utils.FailedJobError as exc:  # carries sbatch's own stderr
                 done = f" (arrays submitted before it: {_array_ids(jobs)})" if jobs else ""
-                raise MnistfcError(
-                    f"sbatch refused array job {number} of {len(arrays)}{done}: {str(exc).strip()}"
+                raise SubmitFailed(
+                    f"sbatch refused array job {number} of {len(arrays)}{done}: {str(exc).strip()}",
+                    jobs,
                 ) from exc
         return jobs
 

@@ -67,7 +67,7 @@ def run_pack(
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     try:
         with runtime.stop_on_sigterm():
-            results = _train(configs, dataset, results_dir, sweep=sweep, load_s=load_s)
+            results = _train(configs, dataset, results_dir, pid, sweep=sweep, load_s=load_s)
     except Interrupted:
         raise
     except Exception:
@@ -103,11 +103,11 @@ def _train(
     configs: list[TrialConfig],
     dataset: Dataset,
     results_dir: str | Path | None,
+    pid: str,
     *,
     sweep: SweepRef | None,
     load_s: float,
 ) -> list[TrialResult]:
-    pid = pack_id(configs)
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     model = PackedModel(configs, dataset)
     state = _restore(model, checkpoint) or PackState.fresh([c.trial_id for c in configs])
