@@ -18,7 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnistfc import __version__
 from mnistfc.errors import MnistfcError
+from mnistfc.launch.container import RUNTIMES, image_problem
+from mnistfc.launch.container import command as container_command
 from mnistfc.launch.limits import site_limits
 from mnistfc.launch.profile import ClusterProfile
 
@@ -164,15 +167,29 @@ def _slurm(profile: ClusterProfile) -> list[Check]:
 
 
 def _container(profile: ClusterProfile) -> Check:
+    """The runtime is on PATH, the image is one it runs, and the image's mnistfc is this one
+    (a task unpickles what this host's mnistfc submitted)."""
     assert profile.container is not None
     image = Path(profile.container).expanduser()
-    runtime = next((r for r in ("apptainer", "singularity") if shutil.which(r)), None)
-    problems = [] if image.is_file() else [f"image {image} not found"]
-    if runtime is None:
-        problems.append("neither apptainer nor singularity on PATH")
-    return Check("container", not problems,
-                 "; ".join(problems) or f"{runtime} with {image}",
-                 "apptainer build (README: Containers), or module load apptainer")  # fmt: skip
+    runtime = profile.container_runtime
+    program = RUNTIMES[runtime]
+    fix = ("build or convert the image (README: Containers), or load the runtime "
+           f"(module load {runtime})")  # fmt: skip
+    problems = [image_problem(runtime, image)] if image_problem(runtime, image) else []
+    if shutil.which(program) is None:
+        problems.append(f"{program} not on PATH" if program == runtime else
+                        f"{program} ({runtime}) not on PATH")  # fmt: skip
+    if problems:
+        return Check("container", False, "; ".join(problems), fix)
+    try:
+        prefix = container_command(profile, [])
+    except MnistfcError as exc:
+        return Check("container", False, str(exc), fix)
+    out = _output([*prefix, "mnistfc", "--version"])
+    seen = out.strip() if out else f"`{program} ... mnistfc --version` failed"
+    ok = seen == f"mnistfc {__version__}"
+    return Check("container", ok, f"{runtime} runs {image}: {seen}",
+                 f"rebuild the image from this mnistfc {__version__}" if out else fix)  # fmt: skip
 
 
 def _flock(results: Path) -> Check:

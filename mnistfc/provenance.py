@@ -180,14 +180,49 @@ def container() -> dict[str, Any] | None:
     return {"runtime": runtime, "image": image, "digest": env.get(IMAGE_DIGEST_ENV)}
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """Return ``sha256:<hex>`` of a file (an Apptainer image), read in 1 MiB blocks.
+def image_digest(path: str | os.PathLike[str]) -> str:
+    """Return the digest a container image is recorded by: ``sha256:<hex>`` of an image
+    file (.sif), or ``tree-sha256:<hex>`` of an image directory (Charliecloud).
 
     A multi-GB image takes seconds to hash and a study asks for it several times (each
-    sweep's and each job's sbatch parameters): it is hashed once per file version.
+    sweep's and each job's sbatch parameters): a file is hashed once per file version, a
+    directory once per process.
     """
+    if os.path.isdir(path):
+        return _tree_digest(os.path.abspath(path))
+    return file_digest(path)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Return ``sha256:<hex>`` of a file, read in 1 MiB blocks, once per file version."""
     stat = os.stat(path)
     return _digest(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _tree_digest(root: str) -> str:
+    """Hash every file's path and content and every symlink's target, in path order.
+
+    Directories count only through what they hold, so the empty mount points made for binds
+    (launch/container) leave the digest as it was.
+    """
+    digest = hashlib.sha256()
+    entries = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        entries += [os.path.join(folder, name) for name in files]
+        links = [os.path.join(folder, d) for d in dirs]
+        entries += [path for path in links if os.path.islink(path)]
+    for entry in sorted(entries):
+        digest.update(os.path.relpath(entry, root).encode(errors="surrogateescape") + b"\0")
+        if os.path.islink(entry):
+            digest.update(b"link\0" + os.readlink(entry).encode(errors="surrogateescape"))
+        elif os.path.isfile(entry):
+            with open(entry, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        digest.update(b"\0")
+    return f"tree-sha256:{digest.hexdigest()}"
 
 
 @functools.lru_cache(maxsize=8)

@@ -32,5 +32,8 @@ def test_each_failure_names_its_fix(
     assert "FAIL dataset mnist: " in out and "NOT the published dataset) -> mnistfc data" in out
     assert "FAIL slurm commands: missing sbatch, srun, squeue" in out
     assert "-> run on a SLURM login node" in out
-    assert f"FAIL container: image {image} not found; neither apptainer nor singularity" in out
+    assert (
+        f"FAIL container: container image {image} not found (see README: apptainer build); "
+        "apptainer not on PATH -> build or convert the image"
+    ) in out
     assert "failed: dataset mnist, slurm commands, container" in out

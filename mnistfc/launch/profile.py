@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.errors import ConfigError
+from mnistfc.launch.container import RUNTIMES
 from mnistfc.spec import apply_overrides, format_problems, read_toml
 
 DEFAULT_PACK_MB = 1024.0
@@ -40,7 +41,8 @@ class ClusterProfile:
     signal_delay_s: int = 90  # SLURM signals a task this long before its time limit
     max_array_size: int = 0  # tasks per array job; 0 = ask SLURM (MaxArraySize)
     max_jobs: int = 0  # jobs this user may have queued; 0 = ask SLURM (association, QOS)
-    container: str | None = None
+    container: str | None = None  # an image: a .sif, or a Charliecloud image directory
+    container_runtime: str = "apptainer"  # apptainer | singularity | charliecloud
     container_binds: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
     sbatch: Mapping[str, Any] = field(default_factory=dict)
@@ -106,6 +108,9 @@ def _common_problems(p: ClusterProfile) -> list[str]:
         value = getattr(p, key)
         if value is not None and not isinstance(value, str):
             problems.append(f"{key}: must be a string, got {value!r}")
+    if p.container_runtime not in RUNTIMES:
+        problems.append(f"container_runtime: must be one of {', '.join(RUNTIMES)}, "
+                        f"got {p.container_runtime!r}")  # fmt: skip
     return problems
 
 

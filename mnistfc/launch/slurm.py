@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.errors import ConfigError, MnistfcError, SubmitFailed
-from mnistfc.launch import base
+from mnistfc.launch import base, container
 from mnistfc.launch.base import Backend, JobStates, Resources, SubmissionPlan, import_submitit
 from mnistfc.launch.limits import SLURM_DEFAULT_MAX_ARRAY_SIZE, SiteLimits, site_limits
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Task, per_pack
-from mnistfc.provenance import IMAGE_DIGEST_ENV, file_digest
+from mnistfc.provenance import IMAGE_DIGEST_ENV, image_digest
 from mnistfc.worker import TaskRunner, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class SlurmSettings:
     site's limits the tasks must fit."""
 
     sbatch: dict[str, Any]
-    python: str | None = None  # None: this interpreter; else e.g. apptainer exec ... python3
+    python: str | None = None  # None: this interpreter; else the image's (launch/container)
     limits: SiteLimits = SiteLimits(SLURM_DEFAULT_MAX_ARRAY_SIZE, None)
 
     def arrays(self, n_tasks: int) -> list[range]:
@@ -64,7 +64,7 @@ class Slurm(Backend):
         """Array parallelism from the profile; the container image must exist here."""
         profile = request.profile
         parallel = request.max_parallel or profile.array_parallelism
-        python = container_python(profile, list(request.binds)) if profile.container else None
+        python = container.python_command(profile, request.binds) if profile.container else None
         sbatch = sbatch_parameters(profile, request.spec_name, parallel)
         limits = site_limits(profile)
         return Resources(parallel, settings=SlurmSettings(sbatch, python, limits),
@@ -135,7 +135,7 @@ class Slurm(Backend):
     ) -> Any:
         """One sbatch job running ``call(*args)``, after ``after`` (``afterany``) if given."""
         submitit = import_submitit()
-        python = container_python(profile, list(binds)) if profile.container else None
+        python = container.python_command(profile, binds) if profile.container else None
         executor = submitit.SlurmExecutor(folder=folder / "%j", python=python)
         params = sbatch_parameters(profile, name, 1)
         params.pop("array_parallelism")
@@ -205,21 +205,12 @@ def sbatch_parameters(profile: ClusterProfile, name: str, parallel: int) -> dict
     if profile.setup:
         params["setup"] = list(profile.setup)
     if profile.container:  # hashed once here, not in every task: shards record it
-        digest = file_digest(Path(profile.container).expanduser())
-        params["setup"] = [f"export {IMAGE_DIGEST_ENV}={digest}", *params.get("setup", [])]
+        digest = image_digest(Path(profile.container).expanduser())
+        lines = [f"export {IMAGE_DIGEST_ENV}={digest}", *container.setup_lines(profile)]
+        params["setup"] = [*lines, *params.get("setup", [])]
     if profile.sbatch:
         params["additional_parameters"] = dict(profile.sbatch)
     return params
-
-
-def container_python(profile: ClusterProfile, binds: list[str]) -> str:
-    """Return the command that runs Python inside the profile's Apptainer image."""
-    assert profile.container is not None
-    image = Path(profile.container).expanduser()
-    if not image.exists():
-        raise ConfigError(f"container image {image} not found (see README: apptainer build)")
-    mounts = ",".join(dict.fromkeys([*binds, *profile.container_binds]))
-    return shlex.join(["apptainer", "exec", "--nv", "--bind", mounts, str(image), "python3"])
 
 
 def sbatch_script(plan: SubmissionPlan) -> str:

@@ -7,6 +7,8 @@
 #   slurm_local.sh status STATE_DIR   exit 0 when the cluster answers, 1 otherwise
 #   slurm_local.sh stop-daemon STATE_DIR slurmdbd|slurmctld    an outage, for status tests
 #   slurm_local.sh start-daemon STATE_DIR slurmdbd|slurmctld   and its end
+#   slurm_local.sh add-user STATE_DIR USER   let an ordinary user submit (STATE_DIR must be
+#                                     reachable by others: not under a 0700 folder)
 #
 # Every config, state, spool, log, pid and socket file lives under STATE_DIR, so
 # several clusters (one per test session) can coexist and nothing in /etc is touched.
@@ -740,8 +742,23 @@ cmd_daemon() {
     fi
 }
 
+# Jobs run as whoever submits them; an ordinary user needs the munge socket (its folder is
+# 0700 for root-only clusters) and an association, which AccountingStorageEnforce demands.
+cmd_add_user() {
+    local user=${2:-}
+    init_paths "${1:-}"
+    export SLURM_CONF=$CONF
+    if [[ -z $user ]] || ! id "$user" >/dev/null 2>&1; then die "add-user needs an existing user, not '$user'"; fi
+    runuser -u "$user" -- test -r "$CONF" || die "$user cannot read $CONF: use a STATE_DIR others can reach"
+    chmod 755 "$MUNGE_DIR"
+    if [[ -z $(sacctmgr -n -P show user "$user" format=User) ]]; then
+        log "adding user $user to account root"
+        sacctmgr -i add user "$user" account=root >/dev/null
+    fi
+}
+
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -755,6 +772,7 @@ main() {
     status) cmd_status "$@" ;;
     stop-daemon) cmd_daemon stop "$@" ;;
     start-daemon) cmd_daemon start "$@" ;;
+    add-user) cmd_add_user "$@" ;;
     *) usage ;;
     esac
 }
