@@ -76,10 +76,11 @@ def _tensorflow(profile: ClusterProfile) -> Check:
     seen = (f"{tf.__version__}, built for CUDA {env['cuda'] or '-'} / cuDNN {env['cudnn'] or '-'}"
             f"; GPUs: {', '.join(gpus) if gpus else 'none'}"
             + (f"; driver {env['driver']}" if env["driver"] else ""))  # fmt: skip
-    if runtime.gpu_expected() and not gpus:
-        return Check("tensorflow", False, seen + " although this node has an NVIDIA driver",
-                     "install the CUDA build (pip install -e '.[cuda]'); in a container pass "
-                     "the GPUs in (apptainer --nv, docker --gpus all)")  # fmt: skip
+    expected = runtime.gpu_expected()
+    if expected and not gpus:
+        fix = ("install the CUDA build (pip install -e '.[cuda]'); in a container pass the GPUs "
+               "in (apptainer --nv, docker --gpus all, ch-fromhost --nvidia)")  # fmt: skip
+        return Check("tensorflow", False, f"{seen} although {expected}", fix)
     if profile.gpus_per_task and not gpus:
         seen += " here (the profile's tasks ask for GPUs: run `srun --gres=gpu:1 mnistfc doctor`)"
     return Check("tensorflow", True, seen)

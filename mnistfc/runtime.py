@@ -70,7 +70,7 @@ def load_tensorflow() -> Any:
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode("utf-8", "replace").splitlines()
-    kept = filter_tf_lines(lines, gpu_expected=gpu_expected())
+    kept = filter_tf_lines(lines, gpu_expected=bool(gpu_expected()))
     if kept:
         print("\n".join(kept), file=sys.stderr, flush=True)
     return tf
@@ -87,9 +87,24 @@ def filter_tf_lines(lines: list[str], *, gpu_expected: bool) -> list[str]:
     ]
 
 
-def gpu_expected() -> bool:
-    """Return whether this machine looks like it has NVIDIA GPUs (a driver or its tool)."""
-    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+REQUIRE_GPU_ENV = "MNISTFC_REQUIRE_GPU"
+
+
+def gpu_expected() -> str:
+    """Return why this process should see a GPU ("" if nothing says so).
+
+    Inside a container the host's driver is invisible unless the runtime passed it in
+    (--nv, --gpus, ch-fromhost), but the scheduler's CUDA_VISIBLE_DEVICES still gets there:
+    that is how a task on a GPU node tells that its GPUs were left outside.
+    """
+    if os.environ.get(REQUIRE_GPU_ENV, "0") not in ("", "0"):
+        return f"{REQUIRE_GPU_ENV}={os.environ[REQUIRE_GPU_ENV]}"
+    if os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None:
+        return "this node has an NVIDIA driver"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if visible and visible not in ("-1", "NoDevFiles"):
+        return f"CUDA_VISIBLE_DEVICES={visible}: the scheduler gave this job GPUs"
+    return ""
 
 
 def configure_gpus() -> None:
@@ -99,7 +114,13 @@ def configure_gpus() -> None:
     """
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    expected = gpu_expected() if not gpus else ""
+    if expected:
+        log.warning("no GPU visible to TensorFlow although %s: training on the CPU (in a "
+                    "container, pass the GPUs in: apptainer --nv, docker --gpus all, "
+                    "ch-fromhost --nvidia)", expected)  # fmt: skip
+    for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:

@@ -37,3 +37,13 @@ def test_each_failure_names_its_fix(
         "apptainer not on PATH -> build or convert the image"
     ) in out
     assert "failed: dataset mnist, slurm commands, container" in out
+
+
+def test_gpus_left_outside_a_container_fail_with_the_fix(
+    npz_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what SLURM sets for --gres=gpu:1
+    assert cli.main(["doctor", "--data-dir", str(npz_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL tensorflow: " in out and "GPUs: none although CUDA_VISIBLE_DEVICES=0" in out
+    assert "apptainer --nv, docker --gpus all, ch-fromhost --nvidia" in out

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mnistfc.runtime import filter_tf_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,20 @@ def test_a_new_process_starts_tensorflow_without_a_word_and_verbose_shows_it() -
         assert "cuInit" not in quiet
     loud = _start_tensorflow(MNISTFC_TF_LOGS="1", TF_CPP_MIN_LOG_LEVEL="0")
     assert "absl::InitializeLog" in loud or "I0000" in loud, loud
+
+
+def test_a_gpu_is_expected_where_the_scheduler_or_the_user_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mnistfc import runtime
+
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no driver tool here
+    monkeypatch.delenv("MNISTFC_REQUIRE_GPU", raising=False)
+    for visible in ("", "-1", "NoDevFiles"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert runtime.gpu_expected() == ""
+    # in a container the driver is invisible, but SLURM's allocation still gets in
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert runtime.gpu_expected() == "CUDA_VISIBLE_DEVICES=0: the scheduler gave this job GPUs"
+    monkeypatch.setenv("MNISTFC_REQUIRE_GPU", "1")
+    assert runtime.gpu_expected() == "MNISTFC_REQUIRE_GPU=1"
