@@ -32,6 +32,7 @@ lint: setup
 	$(BIN)/ruff check mnistfc tests benchmarks
 	$(BIN)/ruff format --check mnistfc tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 bench: setup
 	$(BIN)/python benchmarks/bench_trial.py --data-dir $(DATA_DIR) --epochs 10

@@ -6,7 +6,7 @@
 #                                              debootstrapped and imported (skipped when present)
 #   build_local.sh build TAG [VARIANT] [ARGS]  buildah bud the Dockerfile on BASE, TF_VARIANT
 #                                              cpu|cuda (default cpu); ARGS go to buildah bud;
-#                                              then drops dangling images (stale layers)
+#                                              then drops the image TAG replaced (stale layers)
 #   build_local.sh export TAG ARCHIVE          write an OCI archive (apptainer build's input)
 #   build_local.sh remove TAG...               remove images (the base stays)
 #
@@ -34,6 +34,7 @@ die() {
 }
 need_root() { [[ $(id -u) == 0 ]] || die "run as root (debootstrap and buildah need it)"; }
 image_exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
+image_id() { buildah inspect --type image --format '{{.FromImageID}}' "$1" 2>/dev/null || true; }
 
 cmd_install() {
     local missing=() pkg
@@ -92,15 +93,36 @@ cmd_build() {
     # never copied into the image.
     [[ -d /etc/ssl/certs ]] && mounts+=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
     [[ -f /etc/pip.conf ]] && mounts+=(-v /etc/pip.conf:/etc/pip.conf:ro)
-    local revision
+    local revision previous
     revision=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    previous=$(image_id "$tag")
     log "buildah bud $tag (TF_VARIANT=$variant, BASE_IMAGE=$base)"
     buildah bud --isolation chroot --network host --layers "${mounts[@]}" \
         --build-arg "BASE_IMAGE=$base" --build-arg "TF_VARIANT=$variant" \
         --build-arg "REVISION=$revision" \
         -f "$ROOT/Dockerfile" -t "$tag" "$@" "$ROOT"
-    # Layers of earlier builds that no image uses any more (this build's cache stays).
-    buildah rmi --prune >/dev/null
+    drop_replaced "$tag" "$previous"
+}
+
+# The stale layers of a rebuild, and only those: the image that TAG named before, unless
+# another name still refers to it or a container uses it. `buildah rmi ID` takes along the
+# untagged intermediate images (--layers' cache) that only it descends from, and stops at
+# the first one that the new image (or any other image) also builds on: the dependency
+# layer stays cached, so the next source change again reinstalls only the package. Not
+# `buildah rmi --prune`: that removes every dangling image on the host, other builds' too.
+# Intermediates of a failed or interrupted build stay (they are the next attempt's cache).
+drop_replaced() {
+    local tag=$1 old=$2 names
+    [[ -n $old && $old != "$(image_id "$tag")" ]] || return 0
+    names=$(buildah images --all --noheading --no-trunc --format '{{.ID}} {{.Name}}:{{.Tag}}' |
+        awk -v id="sha256:$old" '$1 == id && $2 != "<none>:<none>" { printf " %s", $2 }')
+    if [[ -n $names ]]; then
+        log "previous image ${old:0:12} kept: still named$names"
+    elif buildah rmi "$old" >/dev/null; then
+        log "previous image ${old:0:12} removed, with its layers no other image uses"
+    else
+        log "previous image ${old:0:12} kept: buildah rmi refused (a container uses it?)"
+    fi
 }
 
 cmd_export() {

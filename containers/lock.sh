@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate containers/constraints.txt: every package that either image variant installs,
-# pinned, as pip resolves containers/requirements.txt plus TensorFlow (tensorflow-cpu and
-# tensorflow[and-cuda]) against PyPI, for the images' CPython 3.11 on x86_64 Linux.
+# pinned, as pip resolves containers/requirements.txt plus TensorFlow (tensorflow for cpu,
+# tensorflow[and-cuda] for cuda) against PyPI, for the images' CPython 3.11 on x86_64 Linux.
 #
 #   bash containers/lock.sh [TF_VERSION]     default: the version in constraints.txt
 #
@@ -23,7 +23,7 @@ tf=${1:-$(sed -n 's/^tensorflow==//p' "$OUT" 2>/dev/null)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # pip itself (the images upgrade the base's pip to it) is resolved on its own.
-for spec in "tensorflow-cpu==$tf" "tensorflow[and-cuda]==$tf" pip; do
+for spec in "tensorflow==$tf" "tensorflow[and-cuda]==$tf" pip; do
     reqs=(-r "$HERE/requirements.txt")
     [[ $spec == pip ]] && reqs=()
     # Only PyPI: a local find-links or extra index on this host must not leak into the pins.
