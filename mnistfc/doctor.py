@@ -186,7 +186,8 @@ def _container(profile: ClusterProfile) -> Check:
         prefix = container_command(profile, [])
     except MnistfcError as exc:
         return Check("container", False, str(exc), fix)
-    out = _output([*prefix, "mnistfc", "--version"])
+    # as the task's job script would (container.setup_lines): ch-run needs $USER
+    out = _output([*prefix, "mnistfc", "--version"], env={**os.environ, "USER": _user()})
     seen = out.strip() if out else f"`{program} ... mnistfc --version` failed"
     ok = seen == f"mnistfc {__version__}"
     return Check("container", ok, f"{runtime} runs {image}: {seen}",
@@ -220,10 +221,10 @@ def _answers(name: str, command: list[str], fix: str) -> Check:
     return Check(name, True, "answers")
 
 
-def _output(command: list[str]) -> str | None:
+def _output(command: list[str], env: dict[str, str] | None = None) -> str | None:
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=60,
-                              check=True).stdout  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True,
+                              env=env).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -26,6 +26,7 @@ from conftest import SLURM_LOCAL, make_arrays, write_npz
 from sweeps import write_tiny_grid
 from test_container import TAG, image  # noqa: F401  (the module-scoped image fixture)
 
+import mnistfc
 from mnistfc import cli
 from mnistfc.launch import container
 from mnistfc.launch.profile import load_profile
@@ -148,9 +149,11 @@ def test_an_ordinary_user_runs_the_sbatch_array_in_charliecloud_and_aggregates(
         "MNISTFC_CONTAINER_RUNTIME": "charliecloud",
     }
     start = time.monotonic()
+    script = folder / SBATCH.name  # the user's copy: a CI checkout may be closed to them
+    shutil.copy(SBATCH, script)
     submit = _as_user(
         user, "sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1", "--mem=1500M",
-        f"--output={logs}/%A_%a.out", str(SBATCH), str(results), "2", str(ch_image),
+        f"--output={logs}/%A_%a.out", str(script), str(results), "2", str(ch_image),
         env=env, cwd=folder, check=True,
     )  # fmt: skip
     job = submit.stdout.strip().split(";")[0]
@@ -207,3 +210,9 @@ def test_a_submitit_sweep_with_the_charliecloud_runtime_runs_in_the_image(
     (only,) = map(json.loads, containers)
     assert only["runtime"] == "charliecloud" and only["image"] == str(ch_image)
     assert only["digest"].startswith("tree-sha256:")  # hashed once by the submitting host
+    # doctor runs the image's mnistfc through the same runtime
+    cli.main(["doctor", "--executor", "slurm", "--cluster-set", "partition='debug'",
+              "--cluster-set", f"container='{ch_image}'",
+              "--cluster-set", "container_runtime='charliecloud'"])  # fmt: skip
+    version = f"mnistfc {mnistfc.__version__}"
+    assert f"ok   container: charliecloud runs {ch_image}: {version}" in capsys.readouterr().out
