@@ -44,7 +44,8 @@ def plot_history(
     true_key, running_key, val_key = keys[metric]
     epochs = [h["epoch"] for h in history]
     fig, ax = _figure(6.4, 4.2)
-    ax.plot(epochs, _series(history, true_key), "o-", label="training (end of epoch)")
+    if any(h.get(true_key) is not None for h in history):  # a sweep's trial may not have it
+        ax.plot(epochs, _series(history, true_key), "o-", label="training (end of epoch)")
     ax.plot(
         epochs,
         _series(history, running_key),

@@ -27,12 +27,13 @@ KINDS = ("grid", "random")
 PROTOCOLS = ("repeats", "pool")
 MAX_TRIALS = 100_000  # a typo'd budget must not expand into a plan that fills the memory
 _TOP_KEYS = {
-    "grid": {"name", "kind", "base", "grid"},
+    "grid": {"name", "kind", "base", "grid", "epoch_train_metrics"},
     "random": {
         "name",
         "kind",
         "base",
         "space",
+        "epoch_train_metrics",
         "protocol",
         "seed",
         "budgets",
@@ -59,6 +60,10 @@ class SweepSpec:
     budgets: tuple[int, ...] = ()
     repeats: int = 1
     pool_size: int = 0
+    # The exercise's CalculateMetrics pass after every epoch (the whole training set, dropout
+    # off), which its sweeps never ran: off, each trial's train metrics are measured once, on
+    # the restored best epoch. It changes what a shard records, not what a trial trains.
+    epoch_train_metrics: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the canonical JSON-safe form that the plan records and the hash covers."""
@@ -72,6 +77,8 @@ class SweepSpec:
                 repeats=self.repeats,
                 pool_size=self.pool_size,
             )
+        if self.epoch_train_metrics:  # only when on: earlier folders keep their spec hash
+            data["epoch_train_metrics"] = True
         return data
 
     @property
@@ -141,6 +148,10 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     extra: dict[str, Any] = {}
     if kind == "random":
         extra = _random_settings(data, problems)
+    epoch_train_metrics = data.get("epoch_train_metrics", False)
+    if not isinstance(epoch_train_metrics, bool):
+        problems.append(f"epoch_train_metrics: must be true or false, got {epoch_train_metrics!r}")
+    extra["epoch_train_metrics"] = epoch_train_metrics
     if problems:
         raise ConfigError(format_problems(where, problems))
     return SweepSpec(name=name, kind=kind, base=base or TrialConfig(), axes=axes, **extra)

@@ -137,6 +137,7 @@ def _task_spec(plan: SubmissionPlan, saved: Plan, task: Task) -> TaskSpec:
         packs=tuple(tuple(t.config for t in pack) for pack in task),
         packed=plan.packed,
         threads=plan.resources.threads,
+        epoch_train_metrics=saved.spec.epoch_train_metrics,
     )
 
 
@@ -182,5 +183,6 @@ def run_planned_chunk(
         sweep=plan.sweep,
         packs=tuple(tuple(t.config for t in p) for task in packs for p in task),
         packed=pack,
+        epoch_train_metrics=plan.spec.epoch_train_metrics,
     )
     return run_task(task)

@@ -36,8 +36,12 @@ def run_trial(
     sweep: SweepRef | None = None,
     load_s: float = 0.0,
     verbose: int = 0,
+    epoch_train_metrics: bool = True,
 ) -> TrialResult:
     """Train and evaluate one model; write its shard to ``results_dir/shards`` when given.
+
+    ``epoch_train_metrics`` (the exercise's single model: on; its sweeps: off) measures the
+    whole training set without dropout after every epoch, as its CalculateMetrics did.
 
     A non-finite loss is a result: the shard says ``diverged`` and this returns normally. Any
     other exception writes a ``failed`` shard with the traceback and is re-raised, so that
@@ -47,7 +51,8 @@ def run_trial(
     started, started_at = time.perf_counter(), utc_now()
     try:
         result = _train_and_evaluate(config, dataset, started_at, sweep=sweep, load_s=load_s,
-                                     verbose=verbose)  # fmt: skip
+                                     verbose=verbose,
+                                     epoch_train_metrics=epoch_train_metrics)  # fmt: skip
     except Exception:
         failed = failed_result(
             config,
@@ -73,6 +78,7 @@ def _train_and_evaluate(
     sweep: SweepRef | None,
     load_s: float,
     verbose: int,
+    epoch_train_metrics: bool,
 ) -> TrialResult:
     configure_gpus()
     # One call seeds Python, NumPy and TensorFlow: weight init, shuffling and dropout masks.
@@ -89,7 +95,7 @@ def _train_and_evaluate(
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=(dataset.x_valid, dataset.y_valid),
-        callbacks=[guard, true_metrics, best],
+        callbacks=[guard, *([true_metrics] if epoch_train_metrics else []), best],
         verbose=verbose,
     )
     fit_s = time.perf_counter() - fit_start

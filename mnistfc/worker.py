@@ -36,6 +36,7 @@ class TaskSpec:
     packed: bool = True  # the packed engine; False: Keras, one trial at a time
     threads: int = 0  # TensorFlow threads for this process; 0 = TensorFlow's default
     devices: str | None = None  # CUDA_VISIBLE_DEVICES for this task (None: as inherited)
+    epoch_train_metrics: bool = False  # the per-epoch pass over the training set (spec.py)
 
     @property
     def n_trials(self) -> int:
@@ -164,12 +165,21 @@ def _train(
         from mnistfc.pack.engine import run_pack
 
         log.info("pack of %d trial(s): %s", len(group), ", ".join(c.trial_id for c in group))
-        return run_pack(group, dataset, task.results_dir, sweep=task.sweep, load_s=load_s)
+        return run_pack(group, dataset, task.results_dir, sweep=task.sweep, load_s=load_s,
+                        epoch_train_metrics=task.epoch_train_metrics)  # fmt: skip
     from mnistfc.train import run_trial
 
     log.info("trial %s: %s", group[0].trial_id, group[0])
     return [
-        run_trial(group[0], dataset, task.results_dir, sweep=task.sweep, load_s=load_s, verbose=2)
+        run_trial(
+            group[0],
+            dataset,
+            task.results_dir,
+            sweep=task.sweep,
+            load_s=load_s,
+            verbose=2,
+            epoch_train_metrics=task.epoch_train_metrics,
+        )  # fmt: skip
     ]
 
 

@@ -334,3 +334,24 @@ def test_arrays_accepted_before_sbatch_refused_one_are_recorded(
     recorded = json.loads((results / "sweep.json").read_text())["submissions"]
     assert len(recorded) == 1 and recorded[0]["job_ids"] == ["5_0", "5_1"]
     assert len(recorded[0]["tasks"]) == 2  # the first array's two tasks, not all four
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_sweeps_skip_the_per_epoch_train_pass_unless_the_spec_asks(
+    tiny, tmp_path: Path, packed: bool
+) -> None:
+    spec, data = tiny
+    engine = [] if packed else ["--no-pack"]
+    off, on = tmp_path / "off", tmp_path / "on"
+    assert sweep(spec, off, data, "--executor", "debug", *engine) == 0
+    assert sweep(spec, on, data, "--executor", "debug", *engine,
+                 "--set", "epoch_train_metrics=true") == 0  # fmt: skip
+    for shard in map(read_shard, list_shards(off)):  # the exercise's sweeps: no CalculateMetrics
+        assert [h["train_acc"] for h in shard["history"]] == [None]
+        assert shard["metrics"]["train"]["accuracy"] > 0  # the restored model's, always
+    for shard in map(read_shard, list_shards(on)):
+        assert all(0 < h["train_acc"] <= 1 and h["train_loss"] > 0 for h in shard["history"])
+    # the same trials either way: the setting is not a hyperparameter
+    assert {p.name for p in list_shards(off)} == {p.name for p in list_shards(on)}
+    assert load_spec(spec).spec_hash != load_spec(spec, ["epoch_train_metrics=true"]).spec_hash
+    assert sweep(spec, off, data, "--executor", "debug", "--set", "epoch_train_metrics=1") == 2

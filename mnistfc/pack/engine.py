@@ -53,8 +53,13 @@ def run_pack(
     *,
     sweep: SweepRef | None = None,
     load_s: float = 0.0,
+    epoch_train_metrics: bool = False,
 ) -> list[TrialResult]:
     """Train the configs together; write one shard each when ``results_dir`` is given.
+
+    ``epoch_train_metrics`` adds a pass over the whole training set after every epoch
+    (history's ``train_loss``/``train_acc``; else null there); the final metrics of the
+    restored best epoch always include the training set.
 
     A trial whose loss goes non-finite is ``diverged`` and does not disturb the others. A
     stop request (SIGTERM) saves the pack and raises ``Interrupted``, writing no shard. Any
@@ -67,7 +72,8 @@ def run_pack(
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     try:
         with runtime.stop_on_sigterm():
-            results = _train(configs, dataset, results_dir, pid, sweep=sweep, load_s=load_s)
+            results = _train(configs, dataset, results_dir, pid, sweep=sweep, load_s=load_s,
+                             epoch_train_metrics=epoch_train_metrics)  # fmt: skip
     except Interrupted:
         raise
     except Exception:
@@ -107,6 +113,7 @@ def _train(
     *,
     sweep: SweepRef | None,
     load_s: float,
+    epoch_train_metrics: bool,
 ) -> list[TrialResult]:
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     model = PackedModel(configs, dataset)
@@ -117,9 +124,8 @@ def _train(
     for epoch in range(state.epoch + 1, epochs + 1):
         tick = time.perf_counter()
         loss, acc = _train_epoch(model, state, epoch, checkpoint, fit_before, fit_start)
-        improved = state.record_epoch(
-            epoch, loss, acc, model.evaluate("train"), model.evaluate("valid")
-        )
+        train = model.evaluate("train") if epoch_train_metrics else None
+        improved = state.record_epoch(epoch, loss, acc, train, model.evaluate("valid"))
         model.keep_best(improved)
         state.fit_s = fit_before + time.perf_counter() - fit_start
         state.epoch_s.append(time.perf_counter() - tick)

@@ -64,7 +64,8 @@ class PackState:
     ) -> np.ndarray:
         """Append an epoch to every live trial's history; return which trials improved.
 
-        ``train`` and ``valid`` are (loss, accuracy) arrays. Only a strict improvement of
+        ``train`` and ``valid`` are (loss, accuracy) arrays (``train`` None: not measured
+        this epoch, recorded as null). Only a strict improvement of
         validation accuracy counts, so the first best epoch is kept (Keras's
         ModelCheckpoint rule); a non-finite training loss ends the trial as diverged.
         """
@@ -73,6 +74,7 @@ class PackState:
             if self.diverged_at[t] is not None:
                 continue
             finite = math.isfinite(loss[t])
+            measured = finite and train is not None
             self.history[t].append(
                 {
                     "epoch": epoch,
@@ -80,8 +82,8 @@ class PackState:
                     "accuracy": float(acc[t]),
                     "val_loss": float(valid[0][t]),
                     "val_accuracy": float(valid[1][t]),
-                    "train_loss": float(train[0][t]) if finite else None,
-                    "train_acc": float(train[1][t]) if finite else None,
+                    "train_loss": float(train[0][t]) if measured else None,
+                    "train_acc": float(train[1][t]) if measured else None,
                 }
             )
             best = self.best_val[t]
