@@ -1,23 +1,32 @@
-"""Time a sweep the exercise's way (one Keras model per trial) and packed, in one run.
+"""The exercise's grid as the exercise ran it against `mnistfc sweep`, both timed as whole
+processes, in one run on one machine.
 
-Both runs go through the product's own path (`plan_submission` + `submit`, local executor) on
-the same spec, data and epochs: the exercise's loop is `--no-pack` with one lane; the fast
-path is the default (packed lanes). Prints seconds per sweep-epoch, the ratio, trials per
-hour, the ratios to a FLOP bound and to Adam's memory-traffic bound (both measured here in
-the same run) and the per-trial accuracies of both runs side by side.
+The baseline is benchmarks/exercise_grid.py: the exercise's own loop (one Keras model per
+cell, `fit` with validation data, `evaluate` on test). Against it, `mnistfc sweep
+jobs/grid.toml --executor local`, the command a user types (start-up, TensorFlow import, data
+load, tracing, shards and the parent's wait included). Prints the whole-process ratio, then
+labelled second lines: seconds per sweep-epoch of training alone, where mnistfc's lanes spent
+their time, the ratio of training to FLOP and Adam-memory bounds measured here in the same
+run, and the mean test accuracies side by side (the loop's last epoch; mnistfc's model of the
+best validation epoch).
 
-    python benchmarks/bench_grid.py --data-dir ../shared/data [--epochs 2]
-        [--set grid.units=[16,32] ...] [--spec jobs/random.toml --set protocol=pool ...]
+    python benchmarks/bench_grid.py --data-dir ../shared/data [--epochs 10] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
+import re
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,77 +34,99 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 ADAM_BYTES = 28  # per parameter and step: read weight, gradient, m, v; write weight, m, v
+N_TRAIN = 60_000
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--spec", default=str(ROOT / "jobs" / "grid.toml"))
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--lanes", type=int, default=None, help="packed lanes (default: auto)")
-    parser.add_argument("--keep", default=None, help="keep both results folders here")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--epochs", type=int, default=10, help="the exercise's 10; fewer: quick")
+    parser.add_argument("--keep", default=None, help="keep mnistfc's results folder here")
     args = parser.parse_args()
 
-    from mnistfc import sweep
-    from mnistfc.launch.profile import load_profile
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import exercise_grid
+
     from mnistfc.pack.planner import n_params
     from mnistfc.search import expand
     from mnistfc.spec import load_spec
 
-    spec = load_spec(args.spec, [f"base.epochs={args.epochs}", *args.set])
+    spec = load_spec(ROOT / "jobs" / "grid.toml", [f"base.epochs={args.epochs}"])
+    axes = dict(spec.axes)
+    assert (
+        list(axes["dropout"]) == exercise_grid.DROPOUTS
+        and list(axes["units"]) == exercise_grid.UNITS
+    )
+    assert spec.base.batch_size == exercise_grid.BATCH_SIZE
     trials = [t.config for t in expand(spec)]
-    n_train = 60_000
     params = sum(n_params(c) for c in trials)
-    steps = {c.trial_id: math.ceil(n_train / c.batch_size) for c in trials}
+    steps = sum(n_params(c) * math.ceil(N_TRAIN / c.batch_size) for c in trials)
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or '?'}")
     numpy_gflops, tf_gflops, gbps = _matmul_gflops(), _tf_matmul_gflops(), _stream_gbps()
     gflops = max(numpy_gflops, tf_gflops)
     print(f"measured: float32 matmul {numpy_gflops:.0f} GFLOP/s (numpy), {tf_gflops:.0f} GFLOP/s "
           f"(TensorFlow); streaming {gbps:.1f} GB/s")  # fmt: skip
-    print(f"sweep {spec.name}: {len(trials)} trials, {params / 1e6:.2f} M parameters, "
-          f"{args.epochs} epoch(s)")  # fmt: skip
+    print(f"the exercise's grid: {len(trials)} cells, {params / 1e6:.2f} M parameters, batch "
+          f"{spec.base.batch_size}, {args.epochs} epoch(s)\n")  # fmt: skip
+
+    exercise = [sys.executable, str(ROOT / "benchmarks" / "exercise_grid.py"), "--data-dir",
+                args.data_dir, "--epochs", str(args.epochs)]  # fmt: skip
+    loop_wall, loop = _timed(exercise)
+    cells = [json.loads(line) for line in loop.splitlines() if line.startswith("{")]
+    loop_fit = cells.pop()["fit_s"]
+    print(f"exercise loop (benchmarks/exercise_grid.py): {loop_wall:.1f} s wall")
 
     folder = Path(args.keep or tempfile.mkdtemp(prefix="bench_grid_"))
-    runs = {}
-    for name, pack, lanes in (("keras", False, 1), ("packed", True, args.lanes)):
-        profile = load_profile(None, ["executor=local"])
-        plan = sweep.plan_submission(
-            spec, profile, folder / name, data_dir=args.data_dir, max_parallel=lanes, pack=pack
-        )
-        started = time.perf_counter()
-        _submission, failed = sweep.submit(plan, wait=True)
-        wall = time.perf_counter() - started
-        if failed:
-            raise SystemExit(f"{name}: tasks failed, see {folder / name / 'submitit'}")
-        runs[name] = (wall, _shards(folder / name), plan)
-        print(f"{name}: {len(plan.tasks)} lane(s), {wall:.1f} s wall")
+    results = folder / "grid"
+    command = [sys.executable, "-m", "mnistfc", "sweep", str(ROOT / "jobs" / "grid.toml"),
+               "--results", str(results), "--executor", "local", "--data-dir", args.data_dir,
+               "--set", f"base.epochs={args.epochs}"]  # fmt: skip
+    began = time.time()
+    sweep_wall, _ = _timed(command)
+    ended = time.time()
+    print(f"mnistfc sweep jobs/grid.toml --executor local: {sweep_wall:.1f} s wall\n")
+    shards = _shards(results)
 
-    keras_wall, keras, _ = runs["keras"]
-    packed_wall, packed, plan = runs["packed"]
-    keras_fit = sum(r["timing"]["fit_s"] + r["timing"]["eval_s"] for r in keras.values())
-    packed_fit = _lane_fit_s(packed, plan.task_trials)
-    per_epoch = {"keras": keras_fit / args.epochs, "packed": packed_fit / args.epochs}
-    flop_bound = 6 * n_train * params / (gflops * 1e9)
-    memory_bound = sum(n_params(c) * steps[c.trial_id] for c in trials) * ADAM_BYTES / (gbps * 1e9)
-    print()
-    print(f"{'':28s} {'keras loop':>12s} {'packed':>12s}")
-    print(f"{'s per sweep-epoch (fit+eval)':28s} {per_epoch['keras']:12.2f} "
-          f"{per_epoch['packed']:12.2f}")  # fmt: skip
-    print(f"{'wall s, whole run':28s} {keras_wall:12.1f} {packed_wall:12.1f}")
-    print(f"{'trials per hour (10 epochs)':28s} "
-          f"{3600 / (per_epoch['keras'] * 10 / len(trials)):12.0f} "
-          f"{3600 / (per_epoch['packed'] * 10 / len(trials)):12.0f}")  # fmt: skip
-    print(f"speed-up per epoch: {per_epoch['keras'] / per_epoch['packed']:.1f}x "
-          f"(wall: {keras_wall / packed_wall:.1f}x)")  # fmt: skip
-    print(f"FLOP bound (6 x {n_train} x params at {gflops:.0f} GFLOP/s): {flop_bound:.2f} s; "
-          f"Adam memory bound ({ADAM_BYTES} B x params x steps at {gbps:.1f} GB/s): "
-          f"{memory_bound:.2f} s")  # fmt: skip
+    print(f"whole process, as a user waits: {loop_wall:.1f} s vs {sweep_wall:.1f} s = "
+          f"{loop_wall / sweep_wall:.1f}x")  # fmt: skip
+    lanes = _lanes(results / "submitit")
+    sweep_fit = max(lane["epochs"] for lane in lanes) if lanes else math.nan
+    print(f"second line, training only (fit, per sweep-epoch): loop "
+          f"{loop_fit / args.epochs:.2f} s, mnistfc {sweep_fit / args.epochs:.2f} s (slowest "
+          f"lane) = {loop_fit / sweep_fit:.1f}x")  # fmt: skip
+    flop_bound = 6 * N_TRAIN * params * args.epochs / (gflops * 1e9)
+    memory_bound = steps * ADAM_BYTES * args.epochs / (gbps * 1e9)
     bound = max(flop_bound, memory_bound)
-    print(f"packed / larger bound: {per_epoch['packed'] / bound:.2f}x; "
-          f"keras loop / larger bound: {per_epoch['keras'] / bound:.2f}x")  # fmt: skip
-    print()
-    _print_side_by_side(trials, keras, packed, spec)
+    print(f"bounds for the grid's training: FLOPs (6 x {N_TRAIN} x params x epochs at "
+          f"{gflops:.0f} GFLOP/s) {flop_bound:.1f} s, Adam memory ({ADAM_BYTES} B x params x "
+          f"steps x epochs at {gbps:.1f} GB/s) {memory_bound:.1f} s; mnistfc's training / larger "
+          f"bound {sweep_fit / bound:.2f}x, the whole sweep / larger bound "
+          f"{sweep_wall / bound:.2f}x")  # fmt: skip
+    _print_breakdown(lanes, began, ended)
+    loop_test = statistics.fmean(c["test_accuracy"] for c in cells)
+    ours = [s["metrics"]["test"]["accuracy"] for s in shards.values() if s["metrics"]]
+    ours_test = statistics.fmean(ours)
+    print(f"\nmean test accuracy over {len(cells)} cells: loop {loop_test:.4f} (last epoch), "
+          f"mnistfc {ours_test:.4f} (best validation epoch, {len(ours)} cells); "
+          f"difference {100 * (ours_test - loop_test):+.2f} points")  # fmt: skip
+    by_cell = {(s["config"]["dropout"], s["config"]["units"]): s for s in shards.values()}
+    print(f"{'dropout':>8s} {'units':>6s} | test loop  mnistfc")
+    for cell in cells:
+        shard = by_cell.get((cell["dropout"], cell["units"]))
+        mine = shard["metrics"]["test"]["accuracy"] if shard and shard["metrics"] else math.nan
+        theirs = cell["test_accuracy"]
+        print(f"{cell['dropout']:8.1f} {cell['units']:6d} |    {theirs:.4f}   {mine:.4f}")
+
+
+def _timed(command: list[str]) -> tuple[float, str]:
+    """Run a whole process as a user would; return its wall seconds and its stdout."""
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    return wall, run.stdout
 
 
 def _shards(results: Path) -> dict[str, dict]:
@@ -104,37 +135,55 @@ def _shards(results: Path) -> dict[str, dict]:
     return {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
 
 
-def _lane_fit_s(shards: dict[str, dict], chunks: list[list]) -> float:
-    """Return the slowest lane's training time: lanes run at once, packs in a lane in turn."""
+def _lanes(logs: Path) -> list[dict]:
+    """Each lane's phases, from the timing lines the worker and the engine log."""
     lanes = []
-    for chunk in chunks:
-        packs = {}
-        for trial in chunk:
-            pack = shards[trial.trial_id]["env"]["pack"]
-            packs[pack["id"]] = pack["fit_s"] + pack["eval_s"]
-        lanes.append(sum(packs.values()))
-    return max(lanes)
+    for err in sorted(logs.glob("*_log.err")):
+        lane: dict = {"epochs": 0.0, "first": 0.0, "build": 0.0, "final": 0.0, "shards": 0.0}
+        for line in err.read_text().splitlines():
+            stamp = LOG_TIME.match(line)
+            if stamp and "task timing:" in line:
+                numbers = [float(x) if x != "?" else math.nan
+                           for x in re.findall(r"([\d.]+|\?) s", line)]  # fmt: skip
+                lane.update(process=numbers[0], tensorflow=numbers[1], data=numbers[2],
+                            packs=numbers[3], task=numbers[4],
+                            end=_stamp(stamp.group(1)))  # fmt: skip
+            elif "timing: build" in line:
+                b, e, f, v, w = (float(x) for x in re.findall(r"([\d.]+) s", line))
+                for key, value in (("build", b), ("epochs", e), ("first", f), ("final", v),
+                                   ("shards", w)):  # fmt: skip
+                    lane[key] += value
+        if "task" in lane:
+            lanes.append(lane)
+    return lanes
 
 
-def _print_side_by_side(trials: list, keras: dict, packed: dict, spec: object) -> None:
-    axes = [name for name, _ in spec.axes]  # type: ignore[attr-defined]
-    print(f"{' '.join(f'{a:>13s}' for a in axes)} | valid keras  packed | test keras  packed")
-    diffs = []
-    for config in trials:
-        k, p = keras[config.trial_id]["metrics"], packed[config.trial_id]["metrics"]
-        if not (k and p):
-            print(f"{config.trial_id}: keras {keras[config.trial_id]['status']}, "
-                  f"packed {packed[config.trial_id]['status']}")  # fmt: skip
-            continue
-        values = " ".join(f"{getattr(config, a)!s:>13s}" for a in axes)
-        kv, pv = k["valid"]["accuracy"], p["valid"]["accuracy"]
-        kt, pt = k["test"]["accuracy"], p["test"]["accuracy"]
-        diffs.append(pv - kv)
-        print(f"{values} |      {kv:.4f}  {pv:.4f} |     {kt:.4f}  {pt:.4f}")
-    if diffs:
-        d = np.array(diffs)
-        print(f"valid accuracy, packed - keras: mean {d.mean():+.4f}, "
-              f"mean |diff| {np.abs(d).mean():.4f}, max |diff| {np.abs(d).max():.4f}")  # fmt: skip
+def _stamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f")
+
+
+def _print_breakdown(lanes: list[dict], began: float, ended: float) -> None:
+    """Where each lane's seconds went, and the parent's share before and after them."""
+    if not lanes:
+        print("(no lane timing lines found)")
+        return
+    print("\nwhere mnistfc's time went, per lane (s):")
+    print(f"{'lane':>4s} {'to start':>8s} {'python':>7s} {'TF import':>9s} {'data':>5s} "
+          f"{'build':>6s} {'epoch 1':>7s} {'epochs 2+':>9s} {'final eval':>10s} {'shards':>6s} "
+          f"{'other':>6s} {'after':>6s}")  # fmt: skip
+    for i, lane in enumerate(lanes):
+        end = lane["end"].timestamp()
+        start = end - lane["task"] - lane["process"]
+        other = lane["packs"] - lane["build"] - lane["epochs"] - lane["final"] - lane["shards"]
+        print(f"{i:4d} {start - began:8.1f} {lane['process']:7.1f} {lane['tensorflow']:9.1f} "
+              f"{lane['data']:5.1f} {lane['build']:6.1f} {lane['first']:7.1f} "
+              f"{lane['epochs'] - lane['first']:9.1f} {lane['final']:10.1f} {lane['shards']:6.1f} "
+              f"{other:6.1f} {ended - end:6.1f}")  # fmt: skip
+    print(
+        "to start: the sweep's start to the lane's process start (planning, submitit); "
+        "python: interpreter and submitit before the task; after: the lane's end to the "
+        "sweep's exit (the parent noticing, its summary)"
+    )
 
 
 def _matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

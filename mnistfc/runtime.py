@@ -87,6 +87,17 @@ def filter_tf_lines(lines: list[str], *, gpu_expected: bool) -> list[str]:
     ]
 
 
+def process_age_s() -> float | None:
+    """Return how long ago this process started (Linux; None elsewhere): a task's clock
+    starts after the interpreter and submitit, which a user waits for as well."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+
+
 REQUIRE_GPU_ENV = "MNISTFC_REQUIRE_GPU"
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +56,17 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
     """
     if task.devices is not None:  # before TensorFlow starts: it reads the variable once
         os.environ["CUDA_VISIBLE_DEVICES"] = task.devices
+    before, started = runtime.process_age_s(), time.perf_counter()
+    datasets = _Datasets(task.data_dir)
+    todo = [c for pack in task.packs for c in pack if not _has_result(task, c)]
+    if todo:  # numpy work (unzip, scale) that overlaps TensorFlow's import
+        datasets.prefetch(todo[0])
     runtime.load_tensorflow()
     runtime.limit_threads(task.threads)
+    clock = {"tensorflow": time.perf_counter() - started, "data": 0.0, "packs": 0.0}
     outcome: list[tuple[str, str]] = []
     failures: list[str] = []
     claims = Claims(task.results_dir)
-    datasets: dict[tuple[str, int, str], Any] = {}
     try:
         elsewhere: list[TrialConfig] = []
         for pack in task.packs:
@@ -74,7 +80,7 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
                 else:
                     outcome.append((config.trial_id, status))
             if mine:
-                failures += _run_pack(task, mine, claims, datasets, outcome)
+                failures += _run_pack(task, mine, claims, datasets, outcome, clock)
         # Trials another worker held: wait for it, then run what it did not finish (it may
         # have died), so this task ends only when all of its trials are done.
         leftover = []
@@ -86,9 +92,14 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
             else:
                 leftover.append(config)
         if leftover:
-            failures += _run_pack(task, leftover, claims, datasets, outcome)
+            failures += _run_pack(task, leftover, claims, datasets, outcome, clock)
     finally:
         claims.release_all()
+        datasets.close()
+    # Where a lane's time went, for benchmarks/bench_grid.py (and anyone reading the log).
+    log.info("task timing: process start %s s, TensorFlow %.1f s, data %.1f s, packs %.1f s, "
+             "task %.1f s", "?" if before is None else f"{before:.1f}", clock["tensorflow"],
+             clock["data"], clock["packs"], time.perf_counter() - started)  # fmt: skip
     if failures:
         raise TaskFailed(
             f"{len(failures)} of {task.n_trials} trials failed (tracebacks in their shards): "
@@ -121,17 +132,14 @@ def _run_pack(
     task: TaskSpec,
     configs: list[TrialConfig],
     claims: Claims,
-    datasets: dict[tuple[str, int, str], Any],
+    datasets: _Datasets,
     outcome: list[tuple[str, str]],
+    clock: dict[str, float],
 ) -> list[str]:
     """Run one pack (packed) or its trials one by one (Keras); return failure lines."""
-    from mnistfc.data import dataset_for
-
-    key = (configs[0].dataset, configs[0].valid_size, configs[0].valid_split)
     started = time.perf_counter()
     try:
-        if key not in datasets:
-            datasets[key] = dataset_for(configs[0], task.data_dir)
+        dataset = datasets.get(configs[0])
     except Exception as exc:  # record it per trial: status must show why each one failed
         now = utc_now()
         env = {**environment(), "started_at": now, "finished_at": now}
@@ -141,17 +149,21 @@ def _run_pack(
             outcome.append((config.trial_id, "failed"))
         return [f"{c.trial_id}: {exc}" for c in configs]
     load_s = time.perf_counter() - started
+    clock["data"] += load_s
     groups = [configs] if task.packed else [[c] for c in configs]
     failures = []
     for group in groups:
+        started = time.perf_counter()
         try:
-            results = _train(task, group, datasets[key], load_s)
+            results = _train(task, group, dataset, load_s)
         except Interrupted:
             raise  # state saved; the requeued or rerun task resumes it
         except Exception as exc:  # the engine wrote failed shards; go on with the task
             failures += [f"{c.trial_id}: {type(exc).__name__}: {exc}" for c in group]
             outcome += [(c.trial_id, "failed") for c in group]
             continue
+        finally:
+            clock["packs"] += time.perf_counter() - started
         outcome += [(r.trial_id, r.status.value) for r in results]
         for config in group:
             claims.release(config.trial_id)
@@ -181,6 +193,32 @@ def _train(
             epoch_train_metrics=task.epoch_train_metrics,
         )  # fmt: skip
     ]
+
+
+class _Datasets:
+    """The datasets a task's packs ask for, each loaded once, in a thread of its own: the
+    first one while TensorFlow imports (a lane's start-up is both)."""
+
+    def __init__(self, data_dir: str | None) -> None:
+        self._data_dir = data_dir
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnistfc-data")
+        self._loads: dict[tuple[str, int, str], Future[Any]] = {}
+
+    def prefetch(self, config: TrialConfig) -> Future[Any]:
+        """Start loading what ``config`` trains on, unless that is under way or done."""
+        from mnistfc.data import dataset_for
+
+        key = (config.dataset, config.valid_size, config.valid_split)
+        if key not in self._loads:
+            self._loads[key] = self._pool.submit(dataset_for, config, self._data_dir)
+        return self._loads[key]
+
+    def get(self, config: TrialConfig) -> Any:
+        """Return the dataset; a load that failed raises its error here, for every pack."""
+        return self.prefetch(config).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class TaskRunner:

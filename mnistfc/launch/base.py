@@ -7,6 +7,7 @@ jobs and reports on them; it never changes the packs.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -102,10 +103,14 @@ class SubmissionPlan:
         return [p for task in self.tasks for p in task]
 
 
+PROGRESS_S = 2.0  # seconds between progress reports while waiting
+
+
 class Backend(ABC):
     """One executor: how it checks its settings, splits work, submits, waits and reports."""
 
     waits_by_default = True  # the jobs are this process's children
+    poll_s = 1.0  # seconds between looks at the jobs while waiting
 
     def problems(self, profile: ClusterProfile) -> list[str]:
         """Return what is wrong with the profile's settings for this backend."""
@@ -131,10 +136,13 @@ class Backend(ABC):
 
     def wait(self, jobs: list[Any], on_progress: Progress | None) -> list[str]:
         """Wait for every job; return the ids of those that failed."""
+        shown = -math.inf
         while not all(job.done() for job in jobs):
-            if on_progress:
+            # The progress bar reads every shard: at most every PROGRESS_S, not every look.
+            if on_progress and time.monotonic() - shown >= PROGRESS_S:
                 on_progress(sum(job.done() for job in jobs), len(jobs))
-            time.sleep(1.0)
+                shown = time.monotonic()
+            time.sleep(self.poll_s)
         if on_progress:
             on_progress(len(jobs), len(jobs))
         return [str(job.job_id) for job in jobs if job.exception() is not None]

@@ -37,6 +37,8 @@ class LocalSettings:
 class Local(Backend):
     """Run tasks as child processes of this one, at most ``parallel`` at once, and wait."""
 
+    poll_s = 0.1  # a child's end is a file on this disk: cheap to look for, and the user waits
+
     def resources(self, request: Request) -> Resources:
         """One lane per GPU; on CPUs, packed lanes of single-threaded steps use the cores best
         (measured: benchmarks/bench_grid.py), unpacked Keras runs one lane with all cores."""
@@ -69,7 +71,7 @@ class Local(Backend):
             while len(slots) >= parallel:
                 slots = {s: j for s, j in slots.items() if not j.done()}
                 if len(slots) >= parallel:
-                    time.sleep(0.5)
+                    time.sleep(self.poll_s)
             slot = min(set(range(parallel)) - set(slots))
             if settings.gpus:
                 task = dataclasses.replace(task, devices=settings.gpus[slot % len(settings.gpus)])

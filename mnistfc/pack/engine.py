@@ -95,6 +95,7 @@ def run_pack(
             for result in failed:
                 write_shard(results_dir, result)
         raise
+    written = time.perf_counter()
     if results_dir is not None:
         for result in results:
             write_shard(results_dir, result)
@@ -102,6 +103,10 @@ def run_pack(
         remove_state(checkpoint)
     if results_dir is not None:
         clear_heartbeat(results_dir, pid)
+    pack = results[0].env["pack"]
+    log.info("pack %s timing: build %.1f s, epochs %.1f s (first %.1f s), final evaluation "
+             "%.1f s, shards %.1f s", pid, pack["build_s"], pack["fit_s"], pack["first_epoch_s"],
+             pack["eval_s"], time.perf_counter() - written)  # fmt: skip
     return results
 
 
@@ -116,8 +121,10 @@ def _train(
     epoch_train_metrics: bool,
 ) -> list[TrialResult]:
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
+    built = time.perf_counter()
     model = PackedModel(configs, dataset)
     state = _restore(model, checkpoint) or PackState.fresh([c.trial_id for c in configs])
+    build_s = time.perf_counter() - built
     state.started_at = state.started_at or utc_now()
     fit_start, fit_before = time.perf_counter(), state.fit_s
     epochs = configs[0].epochs
@@ -144,7 +151,9 @@ def _train(
     fit_s = state.fit_s
     eval_start = time.perf_counter()
     final = {split: model.evaluate(split, best=True) for split in SPLITS}
-    timing = {"load_s": load_s, "fit_s": fit_s, "eval_s": time.perf_counter() - eval_start}
+    first_epoch_s = state.epoch_s[0] if state.epoch_s else 0.0
+    timing = {"load_s": load_s, "fit_s": fit_s, "eval_s": time.perf_counter() - eval_start,
+              "build_s": build_s, "first_epoch_s": first_epoch_s}  # fmt: skip
     return _results(configs, state, final, timing, dataset, sweep, pid)
 
 
@@ -225,7 +234,8 @@ def _results(
 ) -> list[TrialResult]:
     """One result per trial; compute is shared, so each is charged its share of parameters."""
     fit_s, eval_s, load_s = timing["fit_s"], timing["eval_s"], timing["load_s"]
-    pack = {"id": pid, "size": len(configs), "fit_s": fit_s, "eval_s": eval_s}
+    pack = {"id": pid, "size": len(configs), "fit_s": fit_s, "eval_s": eval_s,
+            "build_s": timing["build_s"], "first_epoch_s": timing["first_epoch_s"]}  # fmt: skip
     env = {**environment(), "engine": ENGINE, "pack": pack, "started_at": state.started_at,
            "finished_at": utc_now()}  # fmt: skip
     weights = np.array([n_params(c) for c in configs], dtype=float)
