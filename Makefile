@@ -37,7 +37,8 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_trial.py --data-dir $(DATA_DIR) --epochs 10
 	$(BIN)/python benchmarks/bench_aggregate.py --shards 10000
-	$(BIN)/python benchmarks/bench_grid.py --data-dir $(DATA_DIR) --epochs 2
+	$(BIN)/python benchmarks/bench_grid.py --data-dir $(DATA_DIR)
+	$(BIN)/python benchmarks/bench_study.py --data-dir $(DATA_DIR) --results $(RESULTS)/bench-study $(STUDY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

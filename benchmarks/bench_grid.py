@@ -20,22 +20,15 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-ADAM_BYTES = 28  # per parameter and step: read weight, gradient, m, v; write weight, m, v
-N_TRAIN = 60_000
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
 def main() -> None:
@@ -47,6 +40,8 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import exercise_grid
+    import lanes as lanes_of
+    import rates
 
     from mnistfc.pack.planner import n_params
     from mnistfc.search import expand
@@ -61,12 +56,9 @@ def main() -> None:
     assert spec.base.batch_size == exercise_grid.BATCH_SIZE
     trials = [t.config for t in expand(spec)]
     params = sum(n_params(c) for c in trials)
-    steps = sum(n_params(c) * math.ceil(N_TRAIN / c.batch_size) for c in trials)
+    steps = sum(n_params(c) * math.ceil(rates.N_TRAIN / c.batch_size) for c in trials)
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or '?'}")
-    numpy_gflops, tf_gflops, gbps = _matmul_gflops(), _tf_matmul_gflops(), _stream_gbps()
-    gflops = max(numpy_gflops, tf_gflops)
-    print(f"measured: float32 matmul {numpy_gflops:.0f} GFLOP/s (numpy), {tf_gflops:.0f} GFLOP/s "
-          f"(TensorFlow); streaming {gbps:.1f} GB/s")  # fmt: skip
+    gflops, gbps = rates.measure()
     print(f"the exercise's grid: {len(trials)} cells, {params / 1e6:.2f} M parameters, batch "
           f"{spec.base.batch_size}, {args.epochs} epoch(s)\n")  # fmt: skip
 
@@ -90,20 +82,20 @@ def main() -> None:
 
     print(f"whole process, as a user waits: {loop_wall:.1f} s vs {sweep_wall:.1f} s = "
           f"{loop_wall / sweep_wall:.1f}x")  # fmt: skip
-    lanes = _lanes(results / "submitit")
+    lanes = lanes_of.lanes(results / "submitit")
     sweep_fit = max(lane["epochs"] for lane in lanes) if lanes else math.nan
     print(f"second line, training only (fit, per sweep-epoch): loop "
           f"{loop_fit / args.epochs:.2f} s, mnistfc {sweep_fit / args.epochs:.2f} s (slowest "
           f"lane) = {loop_fit / sweep_fit:.1f}x")  # fmt: skip
-    flop_bound = 6 * N_TRAIN * params * args.epochs / (gflops * 1e9)
-    memory_bound = steps * ADAM_BYTES * args.epochs / (gbps * 1e9)
+    flop_bound = 6 * rates.N_TRAIN * params * args.epochs / (gflops * 1e9)
+    memory_bound = steps * rates.ADAM_BYTES * args.epochs / (gbps * 1e9)
     bound = max(flop_bound, memory_bound)
-    print(f"bounds for the grid's training: FLOPs (6 x {N_TRAIN} x params x epochs at "
-          f"{gflops:.0f} GFLOP/s) {flop_bound:.1f} s, Adam memory ({ADAM_BYTES} B x params x "
+    print(f"bounds for the grid's training: FLOPs (6 x {rates.N_TRAIN} x params x epochs at "
+          f"{gflops:.0f} GFLOP/s) {flop_bound:.1f} s, Adam memory ({rates.ADAM_BYTES} B x params x "
           f"steps x epochs at {gbps:.1f} GB/s) {memory_bound:.1f} s; mnistfc's training / larger "
           f"bound {sweep_fit / bound:.2f}x, the whole sweep / larger bound "
           f"{sweep_wall / bound:.2f}x")  # fmt: skip
-    _print_breakdown(lanes, began, ended)
+    lanes_of.print_breakdown(lanes, began, ended)
     loop_test = statistics.fmean(c["test_accuracy"] for c in cells)
     ours = [s["metrics"]["test"]["accuracy"] for s in shards.values() if s["metrics"]]
     ours_test = statistics.fmean(ours)
@@ -133,100 +125,6 @@ def _shards(results: Path) -> dict[str, dict]:
     from mnistfc.records import list_shards, read_shard
 
     return {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
-
-
-def _lanes(logs: Path) -> list[dict]:
-    """Each lane's phases, from the timing lines the worker and the engine log."""
-    lanes = []
-    for err in sorted(logs.glob("*_log.err")):
-        lane: dict = {"epochs": 0.0, "first": 0.0, "build": 0.0, "final": 0.0, "shards": 0.0}
-        for line in err.read_text().splitlines():
-            stamp = LOG_TIME.match(line)
-            if stamp and "task timing:" in line:
-                numbers = [float(x) if x != "?" else math.nan
-                           for x in re.findall(r"([\d.]+|\?) s", line)]  # fmt: skip
-                lane.update(process=numbers[0], tensorflow=numbers[1], data=numbers[2],
-                            packs=numbers[3], task=numbers[4],
-                            end=_stamp(stamp.group(1)))  # fmt: skip
-            elif "timing: build" in line:
-                b, e, f, v, w = (float(x) for x in re.findall(r"([\d.]+) s", line))
-                for key, value in (("build", b), ("epochs", e), ("first", f), ("final", v),
-                                   ("shards", w)):  # fmt: skip
-                    lane[key] += value
-        if "task" in lane:
-            lanes.append(lane)
-    return lanes
-
-
-def _stamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f")
-
-
-def _print_breakdown(lanes: list[dict], began: float, ended: float) -> None:
-    """Where each lane's seconds went, and the parent's share before and after them."""
-    if not lanes:
-        print("(no lane timing lines found)")
-        return
-    print("\nwhere mnistfc's time went, per lane (s):")
-    print(f"{'lane':>4s} {'to start':>8s} {'python':>7s} {'TF import':>9s} {'data':>5s} "
-          f"{'build':>6s} {'epoch 1':>7s} {'epochs 2+':>9s} {'final eval':>10s} {'shards':>6s} "
-          f"{'other':>6s} {'after':>6s}")  # fmt: skip
-    for i, lane in enumerate(lanes):
-        end = lane["end"].timestamp()
-        start = end - lane["task"] - lane["process"]
-        other = lane["packs"] - lane["build"] - lane["epochs"] - lane["final"] - lane["shards"]
-        print(f"{i:4d} {start - began:8.1f} {lane['process']:7.1f} {lane['tensorflow']:9.1f} "
-              f"{lane['data']:5.1f} {lane['build']:6.1f} {lane['first']:7.1f} "
-              f"{lane['epochs'] - lane['first']:9.1f} {lane['final']:10.1f} {lane['shards']:6.1f} "
-              f"{other:6.1f} {ended - end:6.1f}")  # fmt: skip
-    print(
-        "to start: the sweep's start to the lane's process start (planning, submitit); "
-        "python: interpreter and submitit before the task; after: the lane's end to the "
-        "sweep's exit (the parent noticing, its summary)"
-    )
-
-
-def _matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - started)
-    return 2 * n**3 / best / 1e9
-
-
-def _tf_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    import tensorflow as tf
-
-    a = tf.random.uniform([n, n])
-
-    @tf.function
-    def run() -> tf.Tensor:
-        total = tf.zeros([])
-        for _ in tf.range(repeats):
-            total += tf.reduce_sum(tf.matmul(a, a)[0, 0])
-        return total
-
-    run()
-    best = math.inf
-    for _ in range(3):
-        started = time.perf_counter()
-        run().numpy()
-        best = min(best, time.perf_counter() - started)
-    return 2 * n**3 * repeats / best / 1e9
-
-
-def _stream_gbps(mb: int = 512, repeats: int = 5) -> float:
-    a = np.ones(mb * 2**20 // 4, dtype=np.float32)
-    b = np.empty_like(a)
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.copyto(b, a)
-        best = min(best, time.perf_counter() - started)
-    return 2 * a.nbytes / best / 1e9  # bytes read + written, as ADAM_BYTES counts them
 
 
 if __name__ == "__main__":

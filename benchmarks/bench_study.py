@@ -1,0 +1,134 @@
+"""The default study (`mnistfc study jobs/study.toml`, what `make run` runs) against the bounds
+of its own work, part by part, in one run on one machine.
+
+Runs the study as a whole process (a folder that is already complete runs nothing and only
+re-aggregates: then the times come from the shards' stamps alone), then for each part (the
+single model, the grid, the random-search pool) counts what its trials actually ran: the
+training FLOPs (6 x samples x parameters per epoch), the evaluation passes (validation every
+epoch, the training set every epoch only where recorded, and the final evaluation of the
+restored model) and Adam's memory traffic (28 bytes per parameter and step). At the matmul
+and streaming rates measured here in the same run these give two bounds; the part's wall time
+(first start to last finish of its shards) over the larger is the ratio printed. Each part's
+lanes are broken down from their timing log lines.
+
+    python benchmarks/bench_study.py --data-dir ../shared/data [--results DIR] [--set K=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N_TEST_SET = 10_000  # the test split the validation slice comes out of
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--results", default=None, help="the study folder (default: a new one)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="study overrides, as with mnistfc study --set")  # fmt: skip
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lanes as lanes_of
+    import rates
+
+    gflops, gbps = rates.measure()
+    results = Path(args.results or tempfile.mkdtemp(prefix="bench_study_"))
+    command = [sys.executable, "-m", "mnistfc", "study", str(ROOT / "jobs" / "study.toml"),
+               "--results", str(results), "--data-dir", args.data_dir]  # fmt: skip
+    for item in args.set:
+        command += ["--set", item]
+    began = time.time()
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr[-3000:]}")
+    print(f"mnistfc study jobs/study.toml: {wall:.1f} s wall (the whole process)\n")
+
+    heads = ("trials", "epochs", "TFLOP", "eval %", "Adam GB", "FLOP s", "memory s", "wall s")
+    print(f"{'part':8s} " + " ".join(f"{h:>7s}" for h in heads) + "  / bound")
+    total = {"wall": 0.0, "bound": 0.0}
+    for part in ("train", "grid", "random"):
+        shards = _shards(results / part)
+        if not shards:
+            continue
+        work = [_work(s) for s in shards]
+        flops = sum(w["flops"] for w in work)
+        evals = sum(w["eval_flops"] for w in work)
+        traffic = sum(w["adam_bytes"] for w in work)
+        flop_s, memory_s = flops / (gflops * 1e9), traffic / (gbps * 1e9)
+        span = _span(shards)
+        bound = max(flop_s, memory_s)
+        total["wall"] += span
+        total["bound"] += bound
+        cells = (f"{len(shards):7d}", f"{sum(w['epochs'] for w in work):7d}",
+                 f"{flops / 1e12:7.1f}", f"{100 * evals / flops:7.1f}", f"{traffic / 1e9:7.0f}",
+                 f"{flop_s:7.1f}", f"{memory_s:7.1f}", f"{span:7.1f}")  # fmt: skip
+        print(f"{part:8s} " + " ".join(cells) + f"  {span / bound:5.2f}x")
+    print(f"{'study':8s} " + " ".join([" " * 7] * 7) + f" {total['wall']:7.1f}  "
+          f"{total['wall'] / total['bound']:5.2f}x")  # fmt: skip
+    print(
+        "wall s: first start to last finish of the part's shards (1 s stamps); bound: the "
+        "larger of FLOP s and memory s; eval %: the share of FLOPs in evaluation passes"
+    )
+    print(f"outside the parts (planning, reports, start-up between parts): "
+          f"{wall - total['wall']:.1f} s of the {wall:.1f} s")  # fmt: skip
+    for part in ("grid", "random"):
+        found = lanes_of.lanes(results / part / "submitit")
+        if found:
+            print(f"\n{part}:", end="")
+            lanes_of.print_breakdown(found, began, began + wall)
+
+
+def _shards(folder: Path) -> list[dict]:
+    from mnistfc.records import list_shards, read_shard
+
+    if not (folder / "shards").is_dir():
+        return []
+    return [s for s in map(read_shard, list_shards(folder)) if s["status"] != "failed"]
+
+
+def _work(shard: dict) -> dict:
+    """What one trial ran: epochs, FLOPs (training and evaluation) and Adam's bytes."""
+    import rates
+
+    from mnistfc.config import TrialConfig
+    from mnistfc.pack.planner import n_params
+
+    config = TrialConfig.from_dict(shard["config"])
+    params = n_params(config)
+    history = shard["history"]
+    epochs = len(history)
+    n_valid, n_test = config.valid_size, N_TEST_SET - config.valid_size
+    train_passes = sum(1 for h in history if h.get("train_loss") is not None)
+    training = 6 * rates.N_TRAIN * params * epochs
+    evaluation = 2 * params * (n_valid * epochs + rates.N_TRAIN * train_passes)
+    if shard["metrics"]:
+        evaluation += 2 * params * (rates.N_TRAIN + n_valid + n_test)
+    steps = math.ceil(rates.N_TRAIN / config.batch_size) * epochs
+    return {"epochs": epochs, "flops": training + evaluation, "eval_flops": evaluation,
+            "adam_bytes": rates.ADAM_BYTES * params * steps}  # fmt: skip
+
+
+def _span(shards: list[dict]) -> float:
+    def at(text: str) -> float:
+        return (
+            datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        )
+
+    starts = [at(s["env"]["started_at"]) for s in shards if s["env"].get("started_at")]
+    ends = [at(s["env"]["finished_at"]) for s in shards if s["env"].get("finished_at")]
+    return max(ends) - min(starts) if starts and ends else math.nan
+
+
+if __name__ == "__main__":
+    main()
