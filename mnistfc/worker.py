@@ -58,9 +58,11 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
         os.environ["CUDA_VISIBLE_DEVICES"] = task.devices
     before, started = runtime.process_age_s(), time.perf_counter()
     datasets = _Datasets(task.data_dir)
-    todo = [c for pack in task.packs for c in pack if not _has_result(task, c)]
-    if todo:  # numpy work (unzip, scale) that overlaps TensorFlow's import
-        datasets.prefetch(todo[0])
+    # The first trial without a result: its data (numpy work: unzip, scale) loads while
+    # TensorFlow imports. One look per finished trial before it, no more.
+    first = next((c for pack in task.packs for c in pack if not _has_result(task, c)), None)
+    if first is not None:
+        datasets.prefetch(first)
     runtime.load_tensorflow()
     runtime.limit_threads(task.threads)
     clock = {"tensorflow": time.perf_counter() - started, "data": 0.0, "packs": 0.0}

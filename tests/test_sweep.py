@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,13 @@ def test_sweep_runs_every_trial_once_and_resumes(
     plan = json.loads((results / "sweep.json").read_text())
     assert len(plan["trials"]) == 4 and len(plan["submissions"]) == 1
     assert len(plan["submissions"][0]["job_ids"]) == 2
+    if executor == "local":  # the lanes' timing lines, as benchmarks/lanes.py reads them
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        import lanes
+
+        found = lanes.lanes(results / "submitit")
+        assert len(found) == 2 and all(lane["epochs"] > 0 and lane["task"] > 0 for lane in found)
+        assert all(lane["packs"] >= lane["build"] + lane["epochs"] for lane in found)
     mtimes = {p: p.stat().st_mtime_ns for p in list_shards(results)}
     # a second call submits nothing and touches no shard
     assert sweep(spec, results, data, "--executor", executor) == 0
