@@ -47,6 +47,16 @@ def test_balance_evens_out_cost_and_keeps_order() -> None:
     assert len(balance(configs[:1], 4, trial_cost)) == 1
 
 
+def test_trial_cost_counts_steps_as_well_as_flops() -> None:
+    """A batch-16 epoch has 16x the steps of a batch-256 one but the same FLOPs; measured
+    (benchmarks/bench_step.py), it costs between the two counts' predictions."""
+    small, large = TrialConfig(batch_size=16), TrialConfig(batch_size=256)
+    assert 1.0 < trial_cost(small) / trial_cost(large) < 16.0
+    assert trial_cost(TrialConfig(units=256)) > trial_cost(TrialConfig(units=128))
+    one, two = (trial_cost(TrialConfig(batch_size=32, epochs=e)) for e in (10, 20))
+    assert 1.8 < two / one < 2.0  # the final evaluation and tracing are paid once
+
+
 def _plan(tmp_path: Path, npz_dir: Path, spec: str, *overrides: str, **kwargs: object):
     spec_sets = ["base.epochs=1", *(o for o in overrides if o.startswith("protocol"))]
     overrides = tuple(o for o in overrides if not o.startswith("protocol"))

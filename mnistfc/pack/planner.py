@@ -48,9 +48,30 @@ def pack_bytes(config: TrialConfig) -> int:
     return _BYTES_PER_PARAM * n_params(config) + activations
 
 
-def trial_cost(config: TrialConfig, n_train: int = 60_000) -> float:
-    """Return a relative compute cost (parameter updates), for balancing lanes."""
-    return float(n_params(config) * config.epochs * math.ceil(n_train / config.batch_size))
+# One trial's share of a packed step on one CPU core, fitted by benchmarks/bench_step.py
+# (2-core x86, 2026-12, two runs averaged; each step within 1.5x over batch 16-256, units
+# 8-512 and packs of 1-25 trials, ratios vary run to run): a fixed cost for its
+# group's ops, Adam's pass over its parameters, and the batch's FLOPs per parameter. Small
+# batches are bound by the first two, so a trial's cost is far from its FLOP count.
+STEP_S = 1.4e-4
+PARAM_STEP_S = 2.1e-9
+PARAM_SAMPLE_S = 4.2e-11  # six FLOPs per parameter and sample; evaluation is a third of it
+TRACE_S = 0.35  # building its variables and tracing its ops, once per pack
+
+
+def trial_cost(config: TrialConfig, n_train: int = 60_000, n_eval: int = 10_000) -> float:
+    """Return the seconds a trial adds to a CPU lane (steps, evaluations, tracing).
+
+    Used to balance lanes and to turn work left into an ETA, so only ratios matter. The
+    constants are measured on CPU cores; on a GPU the fixed share weighs more, so lanes of
+    GPUs balance more roughly.
+    """
+    params = n_params(config)
+    steps = config.epochs * math.ceil(n_train / config.batch_size)
+    train_s = steps * (STEP_S + params * (PARAM_STEP_S + config.batch_size * PARAM_SAMPLE_S))
+    # A validation pass per epoch and the final pass over every split, forward only.
+    evaluated = config.epochs * config.valid_size + n_train + n_eval
+    return train_s + evaluated * params * PARAM_SAMPLE_S / 3 + TRACE_S
 
 
 def plan_packs(

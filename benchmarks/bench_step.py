@@ -1,0 +1,107 @@
+"""Measure what one trial adds to a packed step on one core, and refit the planner's costs.
+
+Local lanes are balanced and ETAs computed from `pack.planner.trial_cost`, whose constants
+are a fit of this benchmark: per trial-step, a fixed cost (its group's ops), Adam's pass over
+its parameters, and the batch's FLOPs per parameter; per trial, building and tracing its
+ops. This runs packs of several shapes single-threaded, as a lane does, prints each step
+time beside the planner's prediction, then the constants fitted here beside the planner's.
+A machine where the ratios stray far (say beyond 1.5x) balances its lanes less well.
+
+    python benchmarks/bench_step.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# (batch size, groups of one trial each, units; 0 = the random search's units in turn)
+SHAPES = [
+    (16, 1, 128), (64, 1, 128), (256, 1, 128), (16, 1, 512), (256, 1, 512),
+    (16, 5, 128), (64, 5, 128), (256, 5, 128), (16, 25, 128), (256, 25, 128),
+    (16, 25, 0), (64, 25, 0), (256, 25, 0),
+]  # fmt: skip
+MIXED_UNITS = (8, 32, 128, 256, 512)
+LEARNING_RATES = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+STEPS = 300
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    args = parser.parse_args()
+
+    from mnistfc import runtime
+
+    runtime.limit_threads(1)  # as a CPU lane runs
+    import numpy as np
+
+    runtime.load_tensorflow().get_logger().setLevel("ERROR")  # new packs retrace by design
+
+    from mnistfc.config import TrialConfig
+    from mnistfc.data import load_dataset
+    from mnistfc.pack import planner
+    from mnistfc.pack.model import PackedModel
+
+    dataset = load_dataset("mnist", args.data_dir)
+    PackedModel([TrialConfig()], dataset).evaluate("valid")  # TensorFlow's one-off start-up
+
+    rows, seconds, traced = [], [], []
+    print("batch groups units | ms/step measured  planner  planner/measured | trace s/trial")
+    for batch, groups, units in SHAPES:
+        configs = [
+            TrialConfig(
+                units=units or MIXED_UNITS[g % 5],
+                # distinct learning rates: one trial per group, as in a random-search pack
+                learning_rate=LEARNING_RATES[g % 5] * (1 + 0.01 * (g // 5)),
+                batch_size=batch,
+                seed=g,
+                dropout=0.1,
+            )
+            for g in range(groups)
+        ]
+        started = time.perf_counter()
+        model = PackedModel(configs, dataset)
+        perms = model.permutations(1)
+        model.train_steps(perms, 0, 8)
+        first = time.perf_counter() - started
+        t0 = time.perf_counter()
+        model.train_steps(perms, 8, 16)
+        eight = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.train_steps(perms, 16, 16 + STEPS)
+        step_s = (time.perf_counter() - t0) / STEPS
+        traced.append((first - eight) / groups)
+
+        params = [planner.n_params(c) for c in configs]
+        rows.append([groups, sum(params), batch * sum(params)])
+        seconds.append(step_s)
+        predicted = sum(
+            planner.STEP_S + p * (planner.PARAM_STEP_S + batch * planner.PARAM_SAMPLE_S)
+            for p in params
+        )
+        print(
+            f"{batch:5d} {groups:6d} {units or 'mixed':>5} | {step_s * 1e3:16.3f} "
+            f"{predicted * 1e3:8.3f} {predicted / step_s:17.2f}x | {traced[-1]:.2f}"
+        )
+
+    # Least squares on relative error: small packs matter as much as big ones.
+    a, y = np.array(rows, float), np.array(seconds)
+    fit, *_ = np.linalg.lstsq(a / y[:, None], np.ones_like(y), rcond=None)
+    error = a @ fit / y
+    print(f"fit within {error.min():.2f}x-{error.max():.2f}x of the measured steps")
+    print("constant         fitted here   planner")
+    for name, value in zip(("STEP_S", "PARAM_STEP_S", "PARAM_SAMPLE_S"), fit, strict=True):
+        print(f"{name:16s} {value:11.3g} {getattr(planner, name):9.3g}")
+    print(f"{'TRACE_S':16s} {float(np.median(traced)):11.3g} {planner.TRACE_S:9.3g}  (median)")
+    print(
+        f"second line: Adam's pass {28 / fit[1] / 1e9:.1f} GB/s, "
+        f"FLOPs {6 / fit[2] / 1e9:.0f} GFLOP/s on one core"
+    )
+
+
+if __name__ == "__main__":
+    main()
