@@ -36,6 +36,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_trial.py --data-dir $(DATA_DIR) --epochs 10
+	$(BIN)/python benchmarks/bench_step.py --data-dir $(DATA_DIR)
 	$(BIN)/python benchmarks/bench_aggregate.py --shards 10000
 	$(BIN)/python benchmarks/bench_grid.py --data-dir $(DATA_DIR)
 	$(BIN)/python benchmarks/bench_study.py --data-dir $(DATA_DIR) --results $(RESULTS)/bench-study $(STUDY_ARGS)
