@@ -56,6 +56,7 @@ def main() -> None:
     heads = ("trials", "epochs", "TFLOP", "eval %", "Adam GB", "FLOP s", "memory s", "wall s")
     print(f"{'part':8s} " + " ".join(f"{h:>7s}" for h in heads) + "  / bound")
     total = {"wall": 0.0, "bound": 0.0}
+    parts: dict[str, tuple[float, float, int]] = {}  # part: (bound, wall, epochs per trial)
     for part in ("train", "grid", "random"):
         shards = _shards(results / part)
         if not shards:
@@ -67,6 +68,7 @@ def main() -> None:
         flop_s, memory_s = flops / (gflops * 1e9), traffic / (gbps * 1e9)
         span = _span(shards)
         bound = max(flop_s, memory_s)
+        parts[part] = (bound, span, max(w["epochs"] for w in work))
         total["wall"] += span
         total["bound"] += bound
         cells = (f"{len(shards):7d}", f"{sum(w['epochs'] for w in work):7d}",
@@ -79,8 +81,12 @@ def main() -> None:
         "wall s: first start to last finish of the part's shards (1 s stamps); bound: the "
         "larger of FLOP s and memory s; eval %: the share of FLOPs in evaluation passes"
     )
-    print(f"outside the parts (planning, reports, start-up between parts): "
-          f"{wall - total['wall']:.1f} s of the {wall:.1f} s")  # fmt: skip
+    if wall > total["wall"]:
+        print(f"outside the parts (planning, reports, start-up between parts): "
+              f"{wall - total['wall']:.1f} s of the {wall:.1f} s")  # fmt: skip
+    else:  # the folder was complete: the process only re-aggregated
+        print("the folder was complete: the study only re-aggregated; the bounds use this "
+              "run's rates, the walls the shards' stamps")  # fmt: skip
     for part in ("grid", "random"):
         found = lanes_of.lanes(results / part / "submitit")
         if found:  # within the part: "to start" is the lanes' skew, "after" a lane's idle end
@@ -90,6 +96,56 @@ def main() -> None:
             ]
             print(f"\n{part}:", end="")
             lanes_of.print_breakdown(found, min(starts), max(ends))
+            _say_what_keeps_it_above(part, found, *parts[part])
+            _packs_against_bounds(results / part, gflops / len(found), gbps / len(found))
+
+
+def _say_what_keeps_it_above(
+    part: str, lanes: list[dict], bound: float, wall: float, epochs: int
+) -> None:
+    """Split the part's ratio into the step itself and the time outside steady epochs.
+
+    The step: the slowest lane's epochs 2+ scaled to every epoch, over the bound; the rest
+    of the wall is start-up, building, tracing (epoch 1's excess), final evaluation and the
+    lanes' uneven ends.
+    """
+    if epochs < 2:
+        return
+    steady = max((lane["epochs"] - lane["first"]) * epochs / (epochs - 1) for lane in lanes)
+    print(f"{part} is {wall / bound:.2f}x its bound: the step at its steady pace "
+          f"{steady:.0f} s ({steady / bound:.2f}x the bound), outside it {wall - steady:.0f} s "
+          f"({wall / steady:.2f}x on top)")  # fmt: skip
+
+
+def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
+    """Each pack's epochs against its own bounds at one lane's share of the machine."""
+    import re
+
+    import rates
+
+    from mnistfc.pack.planner import n_params, pack_id
+    from mnistfc.plan import load_plan
+
+    plan = load_plan(folder)
+    configs = plan.configs()
+    packs = {pack_id([configs[t] for t in pack]): pack for pack in plan.recorded_packs()}
+    timed = re.compile(r"pack (\w+) timing: build [\d.]+ s, epochs ([\d.]+) s")
+    print("packs (each lane's share of the rates): batch trials  epochs s  FLOP s  memory s  "
+          "/ bound")  # fmt: skip
+    for err in sorted((folder / "submitit").glob("*_log.err")):
+        for match in timed.finditer(err.read_text()):
+            members = [configs[t] for t in packs.get(match.group(1), ())]
+            if not members:
+                continue
+            epochs_s = float(match.group(2))
+            steps = sum(math.ceil(rates.N_TRAIN / c.batch_size) * c.epochs for c in members)
+            params = sum(n_params(c) for c in members)
+            flop_s = 6 * rates.N_TRAIN * params * members[0].epochs / (gflops * 1e9)
+            memory_s = rates.ADAM_BYTES * params * steps / len(members) / (gbps * 1e9)
+            print(
+                f"{members[0].batch_size:>43d} {len(members):6d} {epochs_s:9.1f} "
+                f"{flop_s:7.1f} {memory_s:9.1f}  {epochs_s / max(flop_s, memory_s):5.2f}x"
+            )
 
 
 def _shards(folder: Path) -> list[dict]:
