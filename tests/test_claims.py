@@ -10,11 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import make_arrays, write_npz
 from sweeps import write_tiny_grid
 
 from mnistfc.claims import Claims
-from mnistfc.records import SweepRef, list_shards, read_shard
+from mnistfc.records import SweepRef, list_shards
 from mnistfc.search import expand
 from mnistfc.spec import load_spec
 from mnistfc.worker import TaskSpec, run_task
@@ -68,26 +67,3 @@ def test_a_worker_waits_for_a_trial_claimed_elsewhere_and_runs_it_if_unfinished(
     assert outcome[-1] == (configs[0].trial_id, "completed")  # run last, after the wait
     assert {s for _, s in outcome} == {"completed"} and len(outcome) == len(configs)
     assert {p.stem for p in list_shards(results)} == {c.trial_id for c in configs}
-
-
-def test_two_sweeps_at_once_on_one_folder_run_each_trial_once(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    write_npz(data, make_arrays(n_train=6000, n_test=128))
-    spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0, 0.3, 0.5]")
-    results = tmp_path / "results"
-    command = [
-        sys.executable, "-m", "mnistfc", "sweep", str(spec), "--results", str(results),
-        "--data-dir", str(data), "--executor", "local", "--no-pack", "--chunk", "1",
-        "--max-parallel", "2", "--set", "base.epochs=3",
-    ]  # fmt: skip
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    sweeps = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in "ab"]
-    outputs = [s.communicate(timeout=600)[0] for s in sweeps]
-    assert all(s.returncode == 0 for s in sweeps), outputs
-    shards = [read_shard(p) for p in list_shards(results)]
-    assert len(shards) == 6 and {s["status"] for s in shards} == {"completed"}
-    logs = "".join(p.read_text() for p in (results / "submitit").rglob("*_log.err"))
-    trained = [s["trial_id"] for s in shards if f"trial {s['trial_id']}: " in logs]
-    for shard in shards:  # every trial trained by exactly one worker of the two sweeps
-        assert logs.count(f"trial {shard['trial_id']}: ") == 1, shard["trial_id"]
-    assert len(trained) == 6
