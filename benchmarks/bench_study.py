@@ -123,7 +123,7 @@ def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
 
     import rates
 
-    from mnistfc.pack.planner import n_params, pack_id
+    from mnistfc.pack.planner import pack_id
     from mnistfc.plan import load_plan
 
     plan = load_plan(folder)
@@ -138,10 +138,7 @@ def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
             if not members:
                 continue
             epochs_s = float(match.group(2))
-            steps = sum(math.ceil(rates.N_TRAIN / c.batch_size) * c.epochs for c in members)
-            params = sum(n_params(c) for c in members)
-            flop_s = 6 * rates.N_TRAIN * params * members[0].epochs / (gflops * 1e9)
-            memory_s = rates.ADAM_BYTES * params * steps / len(members) / (gbps * 1e9)
+            flop_s, memory_s = rates.training_bounds(members, gflops, gbps)
             print(
                 f"{members[0].batch_size:>43d} {len(members):6d} {epochs_s:9.1f} "
                 f"{flop_s:7.1f} {memory_s:9.1f}  {epochs_s / max(flop_s, memory_s):5.2f}x"

@@ -13,6 +13,17 @@ ADAM_BYTES = 28  # per parameter and step: read weight, gradient, m, v; write we
 N_TRAIN = 60_000
 
 
+def training_bounds(configs: list, gflops: float, gbps: float) -> tuple[float, float]:
+    """Return the seconds the configs' training cannot beat: (FLOPs, Adam's traffic)."""
+    from mnistfc.pack.planner import n_params
+
+    flops = sum(6 * N_TRAIN * n_params(c) * c.epochs for c in configs)
+    traffic = sum(
+        ADAM_BYTES * n_params(c) * math.ceil(N_TRAIN / c.batch_size) * c.epochs for c in configs
+    )
+    return flops / (gflops * 1e9), traffic / (gbps * 1e9)
+
+
 def measure() -> tuple[float, float]:
     """Print and return (GFLOP/s, GB/s)."""
     numpy_gflops, tf_gflops, gbps = _matmul_gflops(), _tf_matmul_gflops(), _stream_gbps()

@@ -98,6 +98,13 @@ def test_a_trials_results_do_not_depend_on_its_pack_mates(dataset) -> None:
     assert alone.metrics["best_epoch"] == together.metrics["best_epoch"]
 
 
+def test_a_lanes_packs_share_the_datasets_tensors(dataset, arrays: dict) -> None:
+    first, second = (PackedModel([small(seed=s)], dataset) for s in (0, 1))
+    assert first.splits is second.splits  # one copy of the images per process and dataset
+    other = preprocess(RawDataset("mnist", **arrays, files=(Path("b.npz"),)), valid_size=28)
+    assert PackedModel([small()], other).splits is not first.splits
+
+
 def test_dropout_and_shuffling_follow_the_trials_own_seed(dataset) -> None:
     configs = [small(dropout=0.5, seed=1), small(dropout=0.5, seed=2)]
     first, second = run_pack(configs, dataset)
