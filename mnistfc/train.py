@@ -21,6 +21,7 @@ from mnistfc.errors import ConfigError
 from mnistfc.model import build_model
 from mnistfc.provenance import environment, utc_now
 from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
+from mnistfc.records.labels import SCORED, predictions_record
 from mnistfc.runtime import EVAL_BATCH, configure_gpus
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,26 @@ def _train_and_evaluate(
 
     eval_start = time.perf_counter()
     metrics: dict[str, Any] | None = None
+    predictions = None
+    # The final epoch's weights are scored before the best epoch's are restored: the
+    # exercise's loops scored these (fit, then evaluate), so a study can compute both rules.
+    last = None if guard.diverged or not history else _score(model, dataset)
     if best.weights is not None:
         model.set_weights(best.weights)
+        chosen = _score(model, dataset)
         metrics = {
-            split: _evaluate(model, getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}"))
-            for split in ("train", "valid", "test")
+            "train": _evaluate(model, dataset.x_train, dataset.y_train),
+            **{split: chosen[split][0] for split in SCORED},
+            "best_epoch": best.epoch,
+            "last": None
+            if last is None
+            else {"epoch": len(history), **{split: last[split][0] for split in SCORED}},
         }
-        metrics["best_epoch"] = best.epoch
+        predictions = predictions_record(
+            {split: getattr(dataset, f"y_{split}").argmax(axis=1) for split in SCORED},
+            {split: chosen[split][1] for split in SCORED},
+            None if last is None else {split: last[split][1] for split in SCORED},
+        )
     eval_s = time.perf_counter() - eval_start
 
     status = Status.DIVERGED if guard.diverged or metrics is None else Status.COMPLETED
@@ -129,6 +143,7 @@ def _train_and_evaluate(
         env=_env(started_at),
         data=dataset.describe(),
         sweep=sweep,
+        predictions=predictions,
         model=model,
     )
 
@@ -145,6 +160,16 @@ def _evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
         "accuracy": accuracy,
         "error_pct": 100.0 * (1.0 - accuracy),
     }
+
+
+def _score(model: Any, dataset: Dataset) -> dict[str, tuple[dict[str, float], Any]]:
+    """Return each scored slice's metrics and predicted labels under the current weights."""
+    scored = {}
+    for split in SCORED:
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        probabilities = model.predict(x, batch_size=EVAL_BATCH, verbose=0)
+        scored[split] = (_evaluate(model, x, y), probabilities.argmax(axis=1))
+    return scored
 
 
 def _history_records(history: dict[str, list[float]]) -> list[dict[str, float | None]]:

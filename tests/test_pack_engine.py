@@ -21,6 +21,7 @@ from mnistfc.pack.model import PackedModel
 from mnistfc.pack.planner import pack_id
 from mnistfc.pack.state import checkpoint_path
 from mnistfc.records import Status, SweepRef, list_shards, read_shard
+from mnistfc.records.labels import correct
 from mnistfc.train import run_trial
 
 
@@ -139,6 +140,15 @@ def test_shards_record_history_best_epoch_and_the_engine(dataset, tmp_path: Path
         # The restored weights are the best epoch's: their validation accuracy is that epoch's.
         assert record["metrics"]["valid"]["accuracy"] == pytest.approx(val[best - 1], abs=1e-6)
         assert record["env"]["engine"] == "packed-v1" and record["env"]["pack"]["size"] == 4
+        # The final epoch is scored too, and every scored image's prediction is kept.
+        last = record["metrics"]["last"]
+        assert last["epoch"] == 3
+        assert last["valid"]["accuracy"] == pytest.approx(val[-1], abs=1e-6)
+        for split in ("valid", "test"):
+            for epoch, scores in (("best", record["metrics"]), ("last", last)):
+                hits = correct(record["predictions"], epoch, split)
+                assert len(hits) == record["data"][f"n_{split}"]
+                assert hits.mean() == pytest.approx(scores[split]["accuracy"], abs=1e-6)
     total = sum(shards[r.trial_id]["timing"]["fit_s"] for r in results)
     assert total == pytest.approx(results[0].env["pack"]["fit_s"], rel=1e-6)
     pack = results[0].env["pack"]
@@ -151,6 +161,7 @@ def test_a_diverging_trial_is_diverged_and_its_pack_mates_are_not(dataset) -> No
     configs = [small(learning_rate=1e30), small(units=8)]
     bad, good = run_pack(configs, dataset)
     assert bad.status is Status.DIVERGED and len(bad.history) == 1
+    assert bad.metrics is None or bad.metrics["last"] is None  # no finite final epoch
     assert bad.history[0]["loss"] is None or not np.isfinite(bad.history[0]["loss"])
     alone = run_pack(configs[1:], dataset)[0]
     assert good.status is Status.COMPLETED and len(good.history) == 3

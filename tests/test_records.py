@@ -13,6 +13,7 @@ from mnistfc.records import (
     Status,
     TrialResult,
     list_shards,
+    read_result,
     read_shard,
     shard_path,
     write_shard,
@@ -21,7 +22,7 @@ from mnistfc.records import (
 # Golden: changing this set is a schema change and needs a SCHEMA_VERSION bump.
 GOLDEN_KEYS = {
     "schema_version", "sweep", "trial_id", "config", "seed", "status", "data",
-    "metrics", "history", "timing", "env", "error",
+    "metrics", "predictions", "history", "timing", "env", "error",
 }  # fmt: skip
 
 
@@ -69,7 +70,7 @@ def test_round_trip_and_golden_keys(tmp_path: Path) -> None:
     )
     record = read_shard(path)
     assert set(record) == GOLDEN_KEYS
-    assert record["schema_version"] == SCHEMA_VERSION == 1
+    assert record["schema_version"] == SCHEMA_VERSION == 2
     assert record["config"] == result.config.to_dict()
     assert record["metrics"]["valid"]["accuracy"] == 0.97
     # JSON has no NaN: non-finite history values are stored as null, and the file stays strict JSON
@@ -113,7 +114,7 @@ def _fail_midway(path: Path) -> None:
     [
         (
             lambda r: r.update(schema_version=99),
-            "unknown schema_version 99; this mnistfc reads version 1",
+            "unknown schema_version 99; this mnistfc reads versions 1 and 2",
         ),
         (lambda r: r.pop("history"), "missing keys ['history']"),
         (lambda r: r.update(surprise=1), "unexpected keys ['surprise']"),
@@ -158,3 +159,20 @@ def test_failed_and_diverged_shards(tmp_path: Path) -> None:
         from mnistfc.records import validate_record
 
         validate_record(record, "x")
+
+
+def test_a_version_1_shard_still_loads_and_says_its_final_epoch_is_absent(tmp_path: Path) -> None:
+    record = make_result(units=32).to_record()
+    del record["predictions"]
+    record["schema_version"] = 1
+    path = shard_path(tmp_path, record["trial_id"])
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    result = read_result(path)
+    assert result.predictions is None and result.last_accuracy("test") is None
+    row = result.to_row()
+    assert math.isnan(row["test_accuracy_last"]) and math.isnan(row["valid_accuracy_last"])
+    record["schema_version"] = 2  # a version 2 shard must carry the key
+    path.write_text(json.dumps(record))
+    with pytest.raises(ShardError, match="missing keys \\['predictions'\\]"):
+        read_result(path)

@@ -10,6 +10,7 @@ from mnistfc.config import TrialConfig
 from mnistfc.data import RawDataset, load_dataset, preprocess
 from mnistfc.errors import ConfigError
 from mnistfc.records import Status, SweepRef, list_shards, read_shard
+from mnistfc.records.labels import correct, decode_labels
 from mnistfc.train import run_trial
 
 
@@ -48,6 +49,23 @@ def test_a_learnable_task_is_learned_and_the_shard_is_complete(dataset, tmp_path
     for split in ("train", "valid", "test"):
         m = record["metrics"][split]
         assert m["error_pct"] == pytest.approx(100 * (1 - m["accuracy"]))
+
+
+def test_the_shard_scores_the_final_epoch_too_and_keeps_each_images_prediction(dataset) -> None:
+    result = run_trial(small(epochs=4, learning_rate=3e-3), dataset)
+    last = result.metrics["last"]
+    # The final epoch's weights, scored before the best epoch's were restored.
+    assert last["epoch"] == 4
+    assert last["valid"]["accuracy"] == pytest.approx(result.history[-1]["val_accuracy"], abs=1e-6)
+    predictions = result.predictions
+    for split, n in (("valid", 28), ("test", 100)):
+        truth = decode_labels(predictions["true"][split])
+        assert len(truth) == n
+        np.testing.assert_array_equal(truth, getattr(dataset, f"y_{split}").argmax(axis=1))
+        for epoch, scores in (("best", result.metrics), ("last", last)):
+            hits = correct(predictions, epoch, split)
+            assert hits.mean() == pytest.approx(scores[split]["accuracy"], abs=1e-6)
+    assert result.to_row()["test_accuracy_last"] == last["test"]["accuracy"]
 
 
 def test_true_training_metrics_are_measured_without_dropout(dataset) -> None:

@@ -37,6 +37,7 @@ from mnistfc.pack.planner import n_params, pack_id, pack_key
 from mnistfc.pack.state import PackState, checkpoint_path, load_state, remove_state, save_state
 from mnistfc.provenance import environment, utc_now
 from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
+from mnistfc.records.labels import SCORED, predictions_record
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def _train(
     for epoch in range(state.epoch + 1, epochs + 1):
         tick = time.perf_counter()
         loss, acc = _train_epoch(model, state, epoch, checkpoint, fit_before, fit_start)
-        train = model.evaluate("train") if epoch_train_metrics else None
-        improved = state.record_epoch(epoch, loss, acc, train, model.evaluate("valid"))
+        train = model.evaluate("train")[:2] if epoch_train_metrics else None
+        improved = state.record_epoch(epoch, loss, acc, train, model.evaluate("valid")[:2])
         model.keep_best(improved)
         state.fit_s = fit_before + time.perf_counter() - fit_start
         state.epoch_s.append(time.perf_counter() - tick)
@@ -150,11 +151,14 @@ def _train(
             raise Interrupted(f"pack stopped on request after epoch {epoch}; state saved")
     fit_s = state.fit_s
     eval_start = time.perf_counter()
+    # The final epoch's weights are scored too: the exercise's loops scored those.
     final = {split: model.evaluate(split, best=True) for split in SPLITS}
+    last = {split: model.evaluate(split) for split in SCORED}
+    true = {split: model.true_labels(split) for split in SCORED}
     first_epoch_s = state.epoch_s[0] if state.epoch_s else 0.0
     timing = {"load_s": load_s, "fit_s": fit_s, "eval_s": time.perf_counter() - eval_start,
               "build_s": build_s, "first_epoch_s": first_epoch_s}  # fmt: skip
-    return _results(configs, state, final, timing, dataset, sweep, pid)
+    return _results(configs, state, (final, last, true), timing, dataset, sweep, pid)
 
 
 def _beat(results_dir: str | Path | None, pid: str, state: PackState, epochs: int) -> None:
@@ -226,7 +230,7 @@ def _ids(model: PackedModel) -> list[str]:
 def _results(
     configs: list[TrialConfig],
     state: PackState,
-    final: dict[str, tuple[np.ndarray, np.ndarray]],
+    scored: tuple[dict[str, tuple[np.ndarray, ...]], dict[str, tuple[np.ndarray, ...]], Any],
     timing: dict[str, float],
     dataset: Dataset,
     sweep: SweepRef | None,
@@ -240,19 +244,25 @@ def _results(
            "finished_at": utc_now()}  # fmt: skip
     weights = np.array([n_params(c) for c in configs], dtype=float)
     share = weights / weights.sum()
+    final, last, true = scored
     results = []
     for t, config in enumerate(configs):
         metrics: dict[str, Any] | None = None
+        predictions = None
         if state.best_epoch[t] is not None:
-            metrics = {
-                split: {
-                    "loss": float(final[split][0][t]),
-                    "accuracy": float(final[split][1][t]),
-                    "error_pct": 100.0 * (1.0 - float(final[split][1][t])),
-                }
-                for split in SPLITS
-            }
+            metrics = {split: _split_metrics(final[split], t) for split in SPLITS}
             metrics["best_epoch"] = state.best_epoch[t]
+            ended = state.diverged_at[t] is None  # else its final weights are not finite
+            metrics["last"] = (
+                {"epoch": state.epoch, **{s: _split_metrics(last[s], t) for s in SCORED}}
+                if ended
+                else None
+            )
+            predictions = predictions_record(
+                true,
+                {split: final[split][2][t] for split in SCORED},
+                {split: last[split][2][t] for split in SCORED} if ended else None,
+            )
         diverged = state.diverged_at[t] is not None or metrics is None
         if state.diverged_at[t] is not None:
             log.warning(
@@ -276,9 +286,15 @@ def _results(
                 env=env,
                 data=dataset.describe(),
                 sweep=sweep,
+                predictions=predictions,
             )
         )
     return results
+
+
+def _split_metrics(scores: tuple[np.ndarray, ...], t: int) -> dict[str, float]:
+    accuracy = float(scores[1][t])
+    return {"loss": float(scores[0][t]), "accuracy": accuracy, "error_pct": 100.0 * (1 - accuracy)}
 
 
 def _check_pack(configs: list[TrialConfig], dataset: Dataset) -> None:

@@ -111,12 +111,17 @@ class PackedModel:
         loss_sum, correct = self._train_steps(perms, self.iterations, start, stop)
         return loss_sum.numpy(), correct.numpy()
 
-    def evaluate(self, split: str, *, best: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Return per-trial mean loss and accuracy on a split (current or best weights)."""
+    def evaluate(self, split: str, *, best: bool = False) -> tuple[np.ndarray, ...]:
+        """Return per-trial mean loss, accuracy and predicted labels ([T, n] uint8) on a
+        split, with the current or the best-epoch weights."""
         x, y = self.splits[split]
-        loss_sum, correct = self._evaluate[best](x, y)
+        loss_sum, correct, predicted = self._evaluate[best](x, y)
         count = float(x.shape[0])
-        return loss_sum.numpy() / count, correct.numpy() / count
+        return loss_sum.numpy() / count, correct.numpy() / count, predicted.numpy()
+
+    def true_labels(self, split: str) -> np.ndarray:
+        """Return a split's labels as integers."""
+        return self.splits[split][1].numpy()
 
     def keep_best(self, improved: np.ndarray) -> None:
         """Copy the current weights of the improved trials into their best-epoch weights."""
@@ -211,23 +216,29 @@ class PackedModel:
 
         return train_steps
 
-    def _eval_sums(self, x: tf.Tensor, y: tf.Tensor, best: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    def _eval_sums(
+        self, x: tf.Tensor, y: tf.Tensor, best: bool
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         n = tf.shape(x)[0]
+        batches = (n + EVAL_BATCH - 1) // EVAL_BATCH
         loss_sum = tf.zeros([len(self.configs)])
         correct = tf.zeros([len(self.configs)])
-        for i in tf.range((n + EVAL_BATCH - 1) // EVAL_BATCH):
+        predicted = tf.TensorArray(tf.uint8, size=batches, infer_shape=False)
+        for i in tf.range(batches):
             xb = x[i * EVAL_BATCH : tf.minimum((i + 1) * EVAL_BATCH, n)][None]
             yb = y[i * EVAL_BATCH : tf.minimum((i + 1) * EVAL_BATCH, n)][None]
-            losses, hits = [], []
+            losses, hits, labels_out = [], [], []
             for group in self.groups:
                 logits = self._forward(group, group.best if best else group.weights, xb)
                 labels = tf.broadcast_to(yb, tf.shape(logits)[:2])
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
                 losses.append(tf.reduce_sum(ce, axis=1))
                 hits.append(count_hits(logits, labels))
+                labels_out.append(tf.cast(tf.argmax(logits, axis=-1), tf.uint8))
             loss_sum += self._in_pack_order(losses)
             correct += self._in_pack_order(hits)
-        return loss_sum, correct
+            predicted = predicted.write(i, tf.transpose(self._in_pack_order(labels_out)))
+        return loss_sum, correct, tf.transpose(predicted.concat())
 
     def _group_batch(self, group: Group, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any]:
         # Trials sharing a seed share their data order: one [1, B, 784] batch broadcast over

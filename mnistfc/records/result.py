@@ -51,6 +51,7 @@ class TrialResult:
     data: dict[str, Any] | None = None
     sweep: SweepRef | None = None
     error: str | None = None
+    predictions: dict[str, Any] | None = None  # per-image labels (``records.labels``)
     model: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -69,6 +70,7 @@ class TrialResult:
             "status": self.status.value,
             "data": self.data,
             "metrics": self.metrics,
+            "predictions": self.predictions,
             "history": self.history,
             "timing": self.timing,
             "env": self.env,
@@ -90,6 +92,7 @@ class TrialResult:
             data=record["data"],
             sweep=SweepRef.from_json(record["sweep"]),
             error=record["error"],
+            predictions=record.get("predictions"),  # absent before schema version 2
         )
 
     @property
@@ -101,6 +104,11 @@ class TrialResult:
         """Return the accuracy on ``train``, ``valid`` or ``test`` (None if not measured)."""
         return ((self.metrics or {}).get(split) or {}).get("accuracy")
 
+    def last_accuracy(self, split: str) -> float | None:
+        """Return the final epoch's accuracy on ``valid`` or ``test`` (None: not recorded, as
+        in shards before schema version 2, or the final epoch diverged)."""
+        return (((self.metrics or {}).get("last") or {}).get(split) or {}).get("accuracy")
+
     def to_row(self) -> dict[str, Any]:
         """Return the flat row of the per-trial table (``results.csv``): config, metrics,
         timing and where it ran; NaN for what the trial did not measure."""
@@ -111,6 +119,9 @@ class TrialResult:
             for name in SPLIT_METRICS:
                 row[f"{split}_{name}"] = (metrics.get(split) or {}).get(name, math.nan)
         row["best_epoch"] = metrics.get("best_epoch")
+        for split in ("valid", "test"):
+            last = self.last_accuracy(split)
+            row[f"{split}_accuracy_last"] = math.nan if last is None else last
         for key in TIMING_KEYS:
             row[key] = self.timing.get(key, math.nan)
         # A packed trial is charged its share (total_s) but ran for the whole pack (elapsed_s).

@@ -8,8 +8,12 @@ from typing import Any, TypeGuard
 
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError, ShardError
+from mnistfc.records.labels import SCORED, check_predictions
 
-SCHEMA_VERSION = 1
+# Version 2 added the final epoch's metrics (``metrics.last``) and per-image labels
+# (``predictions``); version 1 shards still load, and tables that need those say so.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SHARD_KEYS = (
     "schema_version",
     "sweep",
@@ -19,6 +23,7 @@ SHARD_KEYS = (
     "status",
     "data",
     "metrics",
+    "predictions",
     "history",
     "timing",
     "env",
@@ -61,13 +66,15 @@ def validate_record(record: Any, where: str) -> None:
     if not isinstance(record, dict):
         raise ShardError(f"{where}: a shard must be a JSON object, got {type(record).__name__}")
     version = record.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise ShardError(
-            f"{where}: unknown schema_version {version!r}; this mnistfc reads version "
-            f"{SCHEMA_VERSION} (upgrade mnistfc, or re-run the trial)"
+            f"{where}: unknown schema_version {version!r}; this mnistfc reads versions "
+            f"{readable} (upgrade mnistfc, or re-run the trial)"
         )
-    missing = [k for k in SHARD_KEYS if k not in record]
-    extra = [k for k in record if k not in SHARD_KEYS]
+    keys = SHARD_KEYS if version >= 2 else tuple(k for k in SHARD_KEYS if k != "predictions")
+    missing = [k for k in keys if k not in record]
+    extra = [k for k in record if k not in keys]
     if missing or extra:
         raise ShardError(f"{where}: missing keys {missing}, unexpected keys {extra}")
     try:
@@ -102,6 +109,9 @@ def validate_record(record: Any, where: str) -> None:
     for key, value in _require(record, "timing", dict, where).items():  # TIMING_KEYS and more
         if not (_is_finite_or_null(value) and (value or 0) >= 0):
             raise ShardError(f"{where}: timing.{key} must be seconds >= 0, got {value!r}")
+    data = record["data"] if isinstance(record["data"], dict) else {}
+    sizes = {split: data.get(f"n_{split}") for split in SCORED}
+    check_predictions(record.get("predictions"), sizes, where)
     env = _require(record, "env", dict, where)
     if not isinstance(env.get("slurm") or {}, dict):
         raise ShardError(f"{where}: env.slurm must be an object, got {env['slurm']!r}")
@@ -128,6 +138,19 @@ def _check_metrics(metrics: dict[str, Any], where: str, complete: bool) -> None:
     best_epoch = metrics.get("best_epoch")
     if not (_is_int(best_epoch) or (best_epoch is None and not complete)):
         raise ShardError(f"{where}: metrics.best_epoch must be an integer, got {best_epoch!r}")
+    last = metrics.get("last")  # the final epoch (version 2; null: it diverged)
+    if last is None:
+        return
+    if not isinstance(last, dict) or not _is_int(last.get("epoch")):
+        raise ShardError(f"{where}: metrics.last must hold the final epoch's number")
+    for split in SCORED:
+        values = last.get(split)
+        if not isinstance(values, dict) or not all(
+            _is_finite(values.get(name)) for name in SPLIT_METRICS
+        ):
+            raise ShardError(f"{where}: metrics.last.{split} must hold finite {SPLIT_METRICS}")
+        if not 0.0 <= values["accuracy"] <= 1.0:
+            raise ShardError(f"{where}: metrics.last.{split}.accuracy outside [0, 1]")
 
 
 def _require(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
