@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mnistfc.errors import MnistfcError, ShardError
 from mnistfc.plan import Plan, has_plan, load_plan
 from mnistfc.records import Status, list_shards, read_result
+from mnistfc.records.labels import correct
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,13 @@ class Results:
     frame: pd.DataFrame
     skipped: dict[str, str] = field(default_factory=dict)
     plan: Plan | None = None
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by trial id
+
+    def correct(self, trial_id: str, split: str = "valid") -> np.ndarray | None:
+        """Return which images of ``split`` a trial's selected (best-epoch) model got right
+        (None: its shard keeps no per-image labels, as before schema version 2)."""
+        predictions = self.predictions.get(trial_id)
+        return None if predictions is None else correct(predictions, "best", split)
 
     @property
     def missing(self) -> list[str]:
@@ -67,10 +77,13 @@ class Results:
 
 def load_results(results_dir: str | os.PathLike[str]) -> Results:
     """Read every shard into a DataFrame; invalid shards are named in ``skipped``, not fatal."""
-    rows, skipped = [], {}
+    rows, skipped, predictions = [], {}, {}
     for path in list_shards(results_dir):
         try:
-            rows.append(read_result(path).to_row())
+            result = read_result(path)
+            rows.append(result.to_row())
+            if result.predictions is not None:
+                predictions[result.trial_id] = result.predictions
         except ShardError as exc:
             skipped[path.name] = str(exc).splitlines()[0]
             log.warning("skipping %s: %s", path, skipped[path.name])
@@ -85,7 +98,10 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
             skipped[f"{trial_id}.json"] = "not a trial of this folder's sweep plan"
         frame = frame[frame["trial_id"].isin(planned)]
     return Results(
-        frame=frame.sort_values("trial_id", ignore_index=True), skipped=skipped, plan=plan
+        frame=frame.sort_values("trial_id", ignore_index=True),
+        skipped=skipped,
+        plan=plan,
+        predictions=predictions,
     )
 
 
@@ -122,19 +138,23 @@ def best_trial(frame: pd.DataFrame) -> pd.Series | None:
 
 
 def scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return each drawn trial's validation and test accuracy, indexed by trial id.
+    """Return each drawn trial's validation and test accuracy, at its best-validation epoch
+    and at its final epoch (``valid_last``, ``test_last``), indexed by trial id.
 
-    A diverged trial without any finite epoch was still drawn: it scores 0, so it is never
-    selected unless every draw diverged. Failed trials are faults, not draws: left out.
+    A diverged trial without a finite epoch was still drawn: it scores 0 there, so it is
+    never selected unless every draw diverged. Failed trials are faults, not draws: left out.
     """
     cells = usable(frame).set_index("trial_id")
     diverged = cells["status"] == Status.DIVERGED.value
-    valid = cells["valid_accuracy"].mask(diverged, cells["valid_accuracy"].fillna(0.0))
-    test = cells["test_accuracy"].mask(diverged, cells["test_accuracy"].fillna(0.0))
+    columns = {"valid": "valid_accuracy", "test": "test_accuracy"}
+    columns.update(valid_last="valid_accuracy_last", test_last="test_accuracy_last")
+    out = {}
+    for name, column in columns.items():
+        # Shards before schema version 2 lack the final epoch: NaN, and tables say so.
+        values = cells[column] if column in cells else pd.Series(float("nan"), cells.index)
+        out[name] = values.mask(diverged, values.fillna(0.0)).to_numpy(dtype=float)
     index = cells.index.rename(None)
-    return pd.DataFrame(
-        {"valid": valid.to_numpy(), "test": test.to_numpy(), "trial_id": index}, index=index
-    )
+    return pd.DataFrame({**out, "trial_id": index}, index=index)
 
 
 def require_trials(results: Results, where: str) -> None:

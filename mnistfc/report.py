@@ -12,10 +12,11 @@ from tabulate import tabulate
 
 from mnistfc.aggregate import Results, load_results, require_trials, usable
 from mnistfc.atomic import atomic_write_text
+from mnistfc.budget_section import random_section
 from mnistfc.errors import MnistfcError
 from mnistfc.records import Status, list_shards, read_result, shard_dir
 from mnistfc.render import Report, cell, render
-from mnistfc.section import grid_section, random_section
+from mnistfc.section import grid_section
 
 SELECTION_RULE = (
     "Models are selected on validation accuracy (by default the last 2,000 test images); the "

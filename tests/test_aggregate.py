@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnistfc import cli
+from mnistfc import cli, estimators
 from mnistfc.aggregate import load_results
 from mnistfc.budget import best_of_n_pool, best_of_n_repeats
 from mnistfc.config import TrialConfig
@@ -71,13 +71,15 @@ def test_grid_tables_report_and_csv_trace_back_to_shards(tmp_path: Path, capsys)
     # validation accuracy ± its binomial standard error on 2,000 images; * best, ~ within noise
     assert "| 0.0               | 0.9160 ±0.0062 ~ | 0.9320 ±0.0056 * |" in out
     assert "| 0.5               | 0.8660 ±0.0076   | 0.8820 ±0.0072   |" in out
-    assert "2 cell(s) are within noise of the best" in out or "within noise" in out
     assert "Test error rate [%] of every cell: for inspection only, not used to select" in out
     best = "Best cell by validation accuracy: dropout = 0.0, units = 32: validation 0.9320"
     assert f"{best}, test 0.8320" in out
     report = tmp_path / "report"
     md = (report / "report.md").read_text()
     assert "dropout = 0.50, 16 neurons -> accuracy 0.866, error rate = 13.4% (validation)" in md
+    # These shards keep no per-image labels: the unpaired test, and the report says so.
+    assert "2 cell(s), the best included, cannot be told apart from the best" in md
+    assert "unpaired: these shards keep no per-image labels" in md
     assert "selected on validation accuracy" in md and "PARTIAL" not in md
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
@@ -173,35 +175,47 @@ def test_pool_estimators_match_brute_force(tmp_path: Path) -> None:
         assert table.loc[n, "valid_expected_with_replacement"] == pytest.approx(
             np.mean([max(d)[0] for d in draws])
         )
-        # A pool of 7 cannot say how much the best of 3 or 7 varies (N > M/4): left empty.
-        assert np.isnan(table.loc[n, "valid_std"]) == (n > 7 / 4)
-        assert np.isnan(table.loc[n, "valid_band_lo"])  # a band needs 5 <= N <= M/8
+        # A pool of 7 cannot say how much the best of N varies (it needs M >= 100): empty.
+        assert np.isnan(table.loc[n, "valid_std"]) and np.isnan(table.loc[n, "test_std"])
+        assert np.isnan(table.loc[n, "valid_band_lo"])  # a band needs 5 <= N <= M/8 too
 
 
-def test_pool_spread_and_band_match_brute_force_where_estimable() -> None:
+def test_pool_table_shows_spreads_and_intervals_only_where_estimable() -> None:
     rng = np.random.default_rng(3)
+    m = 100
     frame = pd.DataFrame({
-        "trial_id": [f"t{i:02d}" for i in range(24)], "status": "completed",
-        "valid_accuracy": np.round(rng.uniform(0.9, 1.0, 24), 2),  # ties, as on 2,000 images
-        "test_accuracy": rng.uniform(0.8, 1.0, 24),
+        "trial_id": [f"t{i:03d}" for i in range(m)], "status": "completed",
+        "valid_accuracy": np.round(rng.uniform(0.9, 1.0, m), 2),  # ties, as on 2,000 images
+        "test_accuracy": rng.uniform(0.8, 1.0, m),
     })  # fmt: skip
-    table = best_of_n_pool(frame, [2, 3, 7]).set_index("budget")
+    table = best_of_n_pool(frame, [2, 5, 12, 13]).set_index("budget")
     valid, test = frame["valid_accuracy"].to_numpy(), frame["test_accuracy"].to_numpy()
-    for n in (2, 3):  # n <= 24 / 4: the spread is estimable
-        best, chosen = [], []
-        for subset in itertools.combinations(range(24), n):
-            top = max(valid[list(subset)])
-            best.append(top)
-            chosen.append(np.mean([test[i] for i in subset if valid[i] == top]))  # tie rule
-        assert table.loc[n, "valid_std"] == pytest.approx(np.std(best))
-        assert table.loc[n, "test_expected"] == pytest.approx(np.mean(chosen))
-        assert table.loc[n, "test_std"] == pytest.approx(np.std(chosen))
-        assert np.isnan(table.loc[n, "valid_band_lo"])  # the band needs 5 <= n <= 24 / 8
-    assert np.isnan(table.loc[7, "valid_std"])  # 7 > 24 / 4: not estimable from this pool
-    banded = best_of_n_pool(pd.concat([frame] * 2).assign(trial_id=[f"u{i}" for i in range(48)]),
-                            [5]).set_index("budget")  # fmt: skip
-    low, high = banded.loc[5, "valid_band_lo"], banded.loc[5, "valid_band_hi"]
-    assert low < banded.loc[5, "valid_expected"] < high
+    chosen = []
+    for subset in itertools.combinations(range(m), 2):
+        top = max(valid[list(subset)])
+        chosen.append(np.mean([test[i] for i in subset if valid[i] == top]))  # tie rule
+    assert table.loc[2, "test_expected"] == pytest.approx(np.mean(chosen))
+    # N = 2 < 5: a search's spread is mostly the chance of a rare bad draw; not shown.
+    assert table.loc[[2, 13], ["valid_std", "test_std", "valid_band_lo"]].isna().all().all()
+
+    def jackknife_variance(stat) -> float:  # type: ignore[no-untyped-def]
+        loo = np.array([stat(np.delete(valid, k), np.delete(test, k)) for k in range(m)])
+        return (m - 1) / m * float(np.sum((loo - loo.mean()) ** 2))
+
+    for n in (5, 12):  # 5 <= N <= 100 / 8: spreads and intervals shown
+        # The spread across searches: the subsets' own, plus the jackknife variance of the
+        # mean (tests/test_estimators.py holds both to brute force over every subset).
+        raw = estimators.max_spread(valid, n) ** 2 - jackknife_variance(
+            lambda v, t, n=n: estimators.expected_max(v, n)
+        )
+        assert table.loc[n, "valid_std"] == pytest.approx(estimators.max_spread(valid, n))
+        assert 0 < raw < table.loc[n, "valid_std"] ** 2
+        assert table.loc[n, "test_std"] == pytest.approx(
+            estimators.selected_test(valid, test, n)[1]
+        )
+        for column in ("valid", "test"):
+            low, high = table.loc[n, f"{column}_band_lo"], table.loc[n, f"{column}_band_hi"]
+            assert low < table.loc[n, f"{column}_expected"] < high
 
 
 def test_diverged_trials_are_draws_and_failed_ones_are_not(tmp_path: Path) -> None:

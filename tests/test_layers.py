@@ -30,8 +30,8 @@ LAYERS = [
     {"worker"},
     {"launch"},
     {"progress", "sweep"},
-    {"aggregate", "budget", "single"},
-    {"section", "report"},
+    {"aggregate", "budget", "exercise", "single"},
+    {"section", "budget_section", "report"},
     {"study", "study_jobs", "doctor", "api"},
     {"console", "parser", "cli", "__init__", "__main__"},
 ]
