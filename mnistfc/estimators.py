@@ -263,6 +263,6 @@ def _log_factorials(m: int) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, m + 1, dtype=float)))])
 
 
-def _log_comb(log_fact: np.ndarray, a: np.ndarray, b: int) -> np.ndarray:
+def _log_comb(log_fact: np.ndarray, a: np.ndarray, b: int | np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     return log_fact[a] - log_fact[b] - log_fact[a - b]

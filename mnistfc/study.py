@@ -1,4 +1,4 @@
-"""The exercise's whole study in one call: single model, grid, random search, one report."""
+"""The exercise's whole study in one call: single model, grids, random search, one report."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from mnistfc.launch.profile import ClusterProfile
 from mnistfc.records import final_result
 from mnistfc.spec import SweepSpec, load_spec, read_toml
 
-SWEEPS = ("grid", "random")
+# The study's sweeps, in the order they run: the exercise's grid, the same grid on
+# stratified validation and test slices (to measure the split shift with networks), and
+# the random search.
+SWEEPS = ("grid", "grid_stratified", "random")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ def study_args(
         "--executor", "debug",
         "--set", "train.epochs=1", "--set", f"train.valid_size={valid_size}",
         "--set", f'grid.set=[{common},"grid.units=[16,32]","grid.dropout=[0.0,0.5]"{extra_grid}]',
+        "--set", f'grid_stratified.set=[{common},"grid.units=[16,32]","grid.dropout=[0.0,0.5]",'
+                 "'base.valid_split=\"stratified\"']",
         "--set", f'random.set=["protocol=pool","pool_size=6","budgets=[1,2,6]",{common},'
                  '"space.batch_size=[64,128]"]',
     ]  # fmt: skip
@@ -36,12 +38,15 @@ def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Pa
     assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
     out = capsys.readouterr().out
     assert "report: " in out and "| Validation |" in out
-    for part, count in (("train", 1), ("grid", 4), ("random", 6)):
+    for part, count in (("train", 1), ("grid", 4), ("grid_stratified", 4), ("random", 6)):
         assert len(list((results / part / "shards").glob("*.json"))) == count, part
     html = (results / "report.html").read_text()
-    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search"):
+    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search",
+                    "grid_stratified: Grid", "The split shift, measured with networks"):  # fmt: skip
         assert heading in html
     assert html.count("data:image/png;base64,") >= 7
+    stratified = _shards(results / "grid_stratified")
+    assert {s["config"]["valid_split"] for s in stratified} == {"stratified"}
     capsys.readouterr()
     assert cli.main(["status", str(results)]) == 0  # a study folder: every part at once
     status = capsys.readouterr().out
