@@ -171,10 +171,11 @@ def plot_budget_curve(
 ) -> None:  # fmt: skip
     """Plot best-of-N against N: each line and its error bars named in the legend.
 
-    ``table`` has budget.csv's columns. Bars are the spread from one search of N to the next
-    (drawn only where estimated); the shaded band is the 95% interval of the validation
-    estimate itself (only where estimable); the exercise's own points, if given, are its
-    mean and std (ddof 0) over 3 repeats of the best *test* accuracy.
+    ``table`` has budget.csv's columns. Bars are the spread of one search's outcome from one
+    search of N to the next (drawn only where estimable); the shaded bands are the 95%
+    intervals of the expectations themselves (only where estimable); the exercise's own
+    points, if given, are its mean and std (ddof 0) over 3 repeats of the best *test*
+    accuracy, beside its rule recomputed from the pool.
     """
     budgets = table["budget"].to_numpy(dtype=float)
     fig, ax = _figure(7.2, 4.8)
@@ -185,16 +186,24 @@ def plot_budget_curve(
         fmt="o-",
         capsize=4,
         color="C0",
-        label="best validation accuracy of N (expected); bars: ±1 sd across searches",
+        label="best validation accuracy of N (expected); bars: spread of one search (±1 sd)",
     )
     band = table["valid_band_lo"].notna().to_numpy()
     if band.any():
         ax.fill_between(budgets[band], table["valid_band_lo"][band], table["valid_band_hi"][band],
                         color="C0", alpha=0.2,
-                        label="95% interval of that expectation (jackknife)")  # fmt: skip
+                        label="95% interval of that expectation")  # fmt: skip
     ax.errorbar(budgets, table["test_expected"], yerr=table["test_std"].fillna(0.0), fmt="s-",
                 capsize=4, color="C1",
-                label="test accuracy of the trial selected on validation; bars: ±1 sd")  # fmt: skip
+                label="test accuracy of the trial selected on validation; bars: same")  # fmt: skip
+    test_band = table["test_band_lo"].notna().to_numpy()
+    if test_band.any():
+        ax.fill_between(budgets[test_band], table["test_band_lo"][test_band],
+                        table["test_band_hi"][test_band], color="C1", alpha=0.2,
+                        label="95% interval of that expectation")  # fmt: skip
+    if table["exercise_expected"].notna().any():
+        ax.plot(budgets, table["exercise_expected"], "^:", color="C4", alpha=0.8,
+                label="best final-epoch test accuracy of N (the exercise's rule)")  # fmt: skip
     if table["select_on_test"].notna().any():
         ax.plot(
             budgets,
@@ -202,7 +211,7 @@ def plot_budget_curve(
             "v--",
             color="C3",
             alpha=0.8,
-            label="best test accuracy of N (selecting on test, the exercise's rule)",
+            label="best test accuracy of N (selecting on test, best-validation epoch)",
         )
     shown = [(n, *exercise[n]) for n in exercise if n in set(budgets.astype(int))] or [
         (n, *v) for n, v in exercise.items()]  # fmt: skip

@@ -208,14 +208,18 @@ def _mixed(frame: pd.DataFrame) -> str:
 def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> None:
     ranked = usable(results.frame).dropna(subset=["valid_accuracy"])
     ranked = ranked.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True]).head(top)
-    columns = ["trial_id", "units", "dropout", "activation", "learning_rate", "batch_size",
-               "epochs", "valid_accuracy", "test_accuracy", "best_epoch"]  # fmt: skip
-    rows = [[cell(v) for v in row] for row in ranked[columns].itertuples(index=False)]
+    # Short headers, so the table fits a 1,280-px page; results.csv has the full names.
+    columns = {"trial_id": "trial", "units": "units", "dropout": "dropout",
+               "activation": "activation", "learning_rate": "lr", "batch_size": "batch",
+               "epochs": "epochs", "valid_accuracy": "valid", "test_accuracy": "test",
+               "best_epoch": "best epoch", "test_accuracy_last": "test, final epoch"}  # fmt: skip
+    columns = {k: v for k, v in columns.items() if k in ranked}
+    rows = [[cell(v) for v in row] for row in ranked[list(columns)].itertuples(index=False)]
     report.add("h2", f"Best {len(rows)} configurations (by validation accuracy)")
-    report.add("table", (columns, rows))
+    report.add("table", (list(columns.values()), rows))
     report.text.append(
         "Best configurations:\n"
-        + tabulate(rows, headers=columns, tablefmt=fmt, disable_numparse=True)
+        + tabulate(rows, headers=list(columns.values()), tablefmt=fmt, disable_numparse=True)
     )
 
 

@@ -108,7 +108,7 @@ def _common_problems(p: ClusterProfile) -> list[str]:
         value = getattr(p, key)
         if value is not None and not isinstance(value, str):
             problems.append(f"{key}: must be a string, got {value!r}")
-    if p.container_runtime not in RUNTIMES:
+    if not isinstance(p.container_runtime, str) or p.container_runtime not in RUNTIMES:
         problems.append(f"container_runtime: must be one of {', '.join(RUNTIMES)}, "
                         f"got {p.container_runtime!r}")  # fmt: skip
     return problems
