@@ -143,6 +143,9 @@ def test_with_replacement_is_biased_low_and_without_is_exact_at_n_equal_m() -> N
 def test_spreads_and_bands_hold_wherever_the_report_shows_them() -> None:
     rng = np.random.default_rng(2026)
     lines, failures = [], []
+    summary: dict[str, list[float]] = {"test spread bias, shown": []}
+    for key in ("expected best", "selected test", "gains"):
+        summary[f"coverage of the {key}"] = []
     for name, draw in DISTRIBUTIONS.items():
         big_valid, big_test = draw(rng, 400_000)
         for m in POOLS:
@@ -176,15 +179,21 @@ def test_spreads_and_bands_hold_wherever_the_report_shows_them() -> None:
             cells = []
             for n in budgets:
                 bias = np.mean(spread["best"][n]) / truth[n]["best_sd"] - 1
+                where = "shown" if n in shown else "M/4" if n == m // 4 else "M/2" if (
+                    n == m // 2) else "small N" if n < est.MIN_BAND_BUDGET else "other"  # fmt: skip
+                summary.setdefault(f"spread bias, {where}", []).append(bias)
                 cell = f"N={n}: sd {bias:+.3f}" + ("" if n in shown else " (hidden)")
                 if n in shown:
                     bias_t = np.mean(spread["selected"][n]) / truth[n]["selected_sd"] - 1
+                    summary["test spread bias, shown"].append(bias_t)
                     cell += f", test sd {bias_t:+.3f}"
                     for kind, b in (("spread", bias), ("test spread", bias_t)):
                         if abs(b) > 0.05:
                             failures.append(f"{name} M={m} N={n}: {kind} bias {b:+.3f}")
                 if n in banded:
                     cov = [covered[kind, n] / REPS for kind in ("best", "selected")]
+                    summary["coverage of the expected best"].append(cov[0])
+                    summary["coverage of the selected test"].append(cov[1])
                     cell += f", cov {cov[0]:.3f}/{cov[1]:.3f}"
                     failures += [f"{name} M={m} N={n}: {kind} band coverage {c:.3f}"
                                  for kind, c in zip(("best", "test"), cov, strict=True)
@@ -192,6 +201,7 @@ def test_spreads_and_bands_hold_wherever_the_report_shows_them() -> None:
                 cells.append(cell)
             for a, b in gains:
                 c = covered["gain", a, b] / REPS
+                summary["coverage of the gains"].append(c)
                 cells.append(f"gain {a}->{b} cov {c:.3f}")
                 if c < 0.93:
                     failures.append(f"{name} M={m} gain {a}->{b}: coverage {c:.3f}")
@@ -200,6 +210,9 @@ def test_spreads_and_bands_hold_wherever_the_report_shows_them() -> None:
         f"\nspread bias (relative) and band coverage (nominal 95%; best/test), {REPS} pools each:"
     )
     print("\n".join(lines))
+    print("ranges (min to max over distributions and pools):")
+    for key, values in sorted(summary.items()):
+        print(f"  {key}: {min(values):+.3f} to {max(values):+.3f}")
     assert not failures, "\n".join(failures)
 
 

@@ -41,8 +41,9 @@ def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Pa
     for part, count in (("train", 1), ("grid", 4), ("grid_stratified", 4), ("random", 6)):
         assert len(list((results / part / "shards").glob("*.json"))) == count, part
     html = (results / "report.html").read_text()
-    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search",
-                    "grid_stratified: Grid", "The split shift, measured with networks"):  # fmt: skip
+    headings = ("Single model", "grid: Grid: dropout x units", "random: Random search",
+                "grid_stratified: Grid", "The split shift, measured with networks")  # fmt: skip
+    for heading in headings:
         assert heading in html
     assert html.count("data:image/png;base64,") >= 7
     stratified = _shards(results / "grid_stratified")
