@@ -47,6 +47,7 @@ COLUMNS = {
     "repeats_hi": "97.5% point of the same",
     "sd_median": "median of the 3 searches' np.std (ddof 0), simulated",
     "sd_hi": "its 95% point",
+    "sd_share_below": "share of simulated studies whose np.std is at most the published one",
     "within_noise": "whether the published mean lies in [repeats_lo, repeats_hi]",
 }
 
@@ -94,6 +95,7 @@ def decompose(frame: pd.DataFrame, budgets: list[int], seed: int = 0) -> pd.Data
                 "repeats_hi": float(hi),
                 "sd_median": float(np.median(sds)),
                 "sd_hi": float(np.quantile(sds, 0.95)),
+                "sd_share_below": float(np.mean(sds <= published_sd)),
                 "within_noise": bool(lo <= published <= hi),
             }
         )
@@ -127,6 +129,7 @@ def summary(table: pd.DataFrame) -> str:
         "From our pool, the exercise's rule moves our headline by: " + "; ".join(parts) + " "
         "(points of accuracy, across the budgets shown)."
     )
+    text += f" What remains is {_range(table['remaining'])} points."
     if inside:
         text += (
             f" The published mean lies within the noise of 3 repeats for N = {', '.join(inside)}."
