@@ -83,12 +83,13 @@ def random_section(report: Report, results: Results, plan: Plan, out: Path, fmt:
         report.add("p", REPEATS_SPREAD)
     report.add("p", DIVERGED_RULE)
     report.add("p", SHIFT.format(**SHIFT_ERRORS))
+    decomposed = None
     if spec.base.dataset == "mnist":
-        _exercise_section(report, results, list(spec.budgets), out, fmt)
+        decomposed = _exercise_section(report, results, list(spec.budgets), out, fmt)
     png = out / "budget_curve.png"
     published = EXERCISE_BUDGETS if spec.base.dataset == "mnist" else {}
     plots.plot_budget_curve(table, published, f"{title} (no bar or band where not estimable)",
-                            png)  # fmt: skip
+                            png, exercise_rule=decomposed)  # fmt: skip
     report.add("img", (png, "Best-of-N accuracy against budget N"))
     report.files.append(png)
 
@@ -162,13 +163,14 @@ def _estimable_note(table: pd.DataFrame, m: int) -> str:
 
 def _exercise_section(
     report: Report, results: Results, budgets: list[int], out: Path, fmt: str
-) -> None:
+) -> pd.DataFrame | None:
+    """The decomposition's table and summary (also ``exercise.csv``); return the table."""
     table = exercise.decompose(results.frame, budgets)
     report.add("h2", "The exercise's published table, recomputed from this pool")
     if table is None or table.empty:
         report.add("p", "Not computable: these shards do not record the final epoch's scores "
                    "(schema version 1) or share no budget with the exercise's.")  # fmt: skip
-        return
+        return None
     csv_path = out / "exercise.csv"
     atomic_write_text(csv_path, table.to_csv(index=False))
     report.files.append(csv_path)
@@ -197,3 +199,4 @@ def _exercise_section(
                                              disable_numparse=True),
         summary,
     ]  # fmt: skip
+    return table

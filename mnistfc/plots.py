@@ -167,7 +167,7 @@ def plot_grid_heatmap(
 
 def plot_budget_curve(
     table: Any, exercise: dict[int, tuple[float, float]], title: str,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], exercise_rule: Any = None,
 ) -> None:  # fmt: skip
     """Plot best-of-N against N: each line and its error bars named in the legend.
 
@@ -175,7 +175,9 @@ def plot_budget_curve(
     search of N to the next (drawn only where estimable); the shaded bands are the 95%
     intervals of the expectations themselves (only where estimable); the exercise's own
     points, if given, are its mean and std (ddof 0) over 3 repeats of the best *test*
-    accuracy, beside its rule recomputed from the pool.
+    accuracy, beside its rule recomputed from the pool: on all 10,000 test images where
+    ``exercise_rule`` (exercise.csv's budget and exercise_rule columns) is given, else on
+    the test slice (budget.csv's exercise_expected).
     """
     budgets = table["budget"].to_numpy(dtype=float)
     fig, ax = _figure(7.2, 4.8)
@@ -192,7 +194,7 @@ def plot_budget_curve(
     if band.any():
         ax.fill_between(budgets[band], table["valid_band_lo"][band], table["valid_band_hi"][band],
                         color="C0", alpha=0.2,
-                        label="95% interval of that expectation")  # fmt: skip
+                        label="95% interval of the expected best validation accuracy")  # fmt: skip
     ax.errorbar(budgets, table["test_expected"], yerr=table["test_std"].fillna(0.0), fmt="s-",
                 capsize=4, color="C1",
                 label="test accuracy of the trial selected on validation; bars: same")  # fmt: skip
@@ -200,8 +202,12 @@ def plot_budget_curve(
     if test_band.any():
         ax.fill_between(budgets[test_band], table["test_band_lo"][test_band],
                         table["test_band_hi"][test_band], color="C1", alpha=0.2,
-                        label="95% interval of that expectation")  # fmt: skip
-    if table["exercise_expected"].notna().any():
+                        label="95% interval of the expected test accuracy (selected)")  # fmt: skip
+    if exercise_rule is not None and len(exercise_rule):
+        ax.plot(exercise_rule["budget"], exercise_rule["exercise_rule"], "^:", color="C4",
+                label="the exercise's rule from the pool: best final-epoch accuracy of N on "
+                "all 10,000 test images")  # fmt: skip
+    elif table["exercise_expected"].notna().any():
         ax.plot(budgets, table["exercise_expected"], "^:", color="C4", alpha=0.8,
                 label="best final-epoch test accuracy of N (the exercise's rule)")  # fmt: skip
     if table["select_on_test"].notna().any():
