@@ -17,8 +17,7 @@ import pandas as pd
 
 from mnistfc.errors import MnistfcError, ShardError
 from mnistfc.plan import Plan, has_plan, load_plan
-from mnistfc.records import Status, list_shards, read_result
-from mnistfc.records.labels import correct
+from mnistfc.records import Status, labels, list_shards, read_result
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class Results:
         """Return which images of ``split`` a trial's selected (best-epoch) model got right
         (None: its shard keeps no per-image labels, as before schema version 2)."""
         predictions = self.predictions.get(trial_id)
-        return None if predictions is None else correct(predictions, "best", split)
+        return None if predictions is None else labels.correct(predictions, "best", split)
 
     @property
     def missing(self) -> list[str]:
@@ -146,8 +145,8 @@ def scores(frame: pd.DataFrame) -> pd.DataFrame:
     """
     cells = usable(frame).set_index("trial_id")
     diverged = cells["status"] == Status.DIVERGED.value
-    columns = {"valid": "valid_accuracy", "test": "test_accuracy"}
-    columns.update(valid_last="valid_accuracy_last", test_last="test_accuracy_last")
+    columns = {"valid": "valid_accuracy", "test": "test_accuracy",
+               "valid_last": "valid_accuracy_last", "test_last": "test_accuracy_last"}  # fmt: skip
     out = {}
     for name, column in columns.items():
         # Shards before schema version 2 lack the final epoch: NaN, and tables say so.

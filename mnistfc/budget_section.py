@@ -7,16 +7,16 @@ Every number comes from the results frame (shards) through ``budget``, ``estimat
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from mnistfc import estimators, exercise, plots
-from mnistfc.aggregate import Results, scores
+from mnistfc.aggregate import Results
 from mnistfc.atomic import atomic_write_text
 from mnistfc.budget import COLUMNS, best_of_n_pool, best_of_n_repeats
 from mnistfc.exercise import EXERCISE_BUDGETS
@@ -65,11 +65,7 @@ def random_section(report: Report, results: Results, plan: Plan, out: Path, fmt:
     ):  # fmt: skip
         headers, rows = _budget_view(table, columns)
         report.add("p", caption + ":")
-        report.add("table", (headers, rows))
-        report.text.append(
-            f"{title}, {caption.split(':')[0].lower()}:\n"
-            + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-        )
+        report.add_table(f"{title}, {caption.split(':')[0].lower()}", headers, rows, fmt)
     shown = [c for c in COLUMNS if table[c].notna().any()]
     report.add("p", "Columns of budget.csv (empty where not estimable): " + "; ".join(
         f"`{c}`: {COLUMNS[c]}" for c in shown) + ".")  # fmt: skip
@@ -78,7 +74,7 @@ def random_section(report: Report, results: Results, plan: Plan, out: Path, fmt:
         if note:
             report.add("p", note)
             report.text.append(note)
-        _gain_table(report, results, table, fmt)
+        _gain_table(report, table, fmt)
     else:
         report.add("p", REPEATS_SPREAD)
     report.add("p", DIVERGED_RULE)
@@ -122,29 +118,28 @@ def _budget_view(table: pd.DataFrame, view: Any) -> tuple[list[str], list[list[s
     return [h for h, _ in present], rows
 
 
-def _gain_table(report: Report, results: Results, table: pd.DataFrame, fmt: str) -> None:
-    """What a larger search buys, in the selected trial's test accuracy, paired in the pool."""
-    drawn = scores(results.frame).dropna(subset=["valid"])
-    valid, test = drawn["valid"].to_numpy(), drawn["test"].to_numpy()
-    m = len(valid)
-    budgets = [int(n) for n in table["budget"] if 1 <= n <= m]
+def _gain_table(report: Report, table: pd.DataFrame, fmt: str) -> None:
+    """What a larger search buys, in the selected trial's test accuracy: the difference of
+    two rows of the budget table, with an interval where both rows have one."""
     rows = []
-    for a, b in zip(budgets, budgets[1:], strict=False):
-        shown = estimators.estimable(a, m) and estimators.estimable(b, m)
-        gain, low, high = estimators.gain_band(valid, test, a, b) if shown else (
-            estimators.selected_test(valid, test, b)[0]
-            - estimators.selected_test(valid, test, a)[0], math.nan, math.nan)  # fmt: skip
-        interval = f"{100 * low:+.2f} to {100 * high:+.2f}" if shown else "not estimable"
-        rows.append([f"{a} -> {b}", f"{100 * gain:+.2f}", interval])
+    known = table.dropna(subset=["test_expected"]).to_dict("records")
+    for a, b in itertools.pairwise(known):
+        gain = b["test_expected"] - a["test_expected"]
+        if np.isfinite(a["test_band_lo"]) and np.isfinite(b["test_band_lo"]):
+            low, high = estimators.gain_interval(
+                (a["test_band_lo"], a["test_band_hi"]), (b["test_band_lo"], b["test_band_hi"])
+            )
+            interval = f"{100 * low:+.2f} to {100 * high:+.2f}"
+        else:
+            interval = "not estimable"
+        rows.append([f"{int(a['budget'])} -> {int(b['budget'])}", f"{100 * gain:+.2f}", interval])
     if not rows:
         return
     headers = ["budgets", "gain in test accuracy [points]", "95% interval [points]"]
     report.add("p", "Is a smaller search enough? What the next budget gains in the test "
                "accuracy of the selected trial (exact from the pool; the interval holds "
                "whenever both budgets' intervals do: drawn only where both are):")  # fmt: skip
-    report.add("table", (headers, rows))
-    report.text.append("Gains between budgets:\n" + tabulate(rows, headers=headers,
-                       tablefmt=fmt, disable_numparse=True))  # fmt: skip
+    report.add_table("Gains between budgets", headers, rows, fmt)
 
 
 def _estimable_note(table: pd.DataFrame, m: int) -> str:
@@ -191,12 +186,8 @@ def _exercise_section(
                "starting from ours (differences in points of accuracy); the last columns "
                "are the range in which 95% of 3-search studies drawn from this pool land, "
                "and the spread among their 3 searches (ddof 0, as published).")  # fmt: skip
-    report.add("table", (headers, rows))
+    report.add_table("Exercise decomposed", headers, rows, fmt)
     summary = exercise.summary(table)
     report.add("p", summary)
-    report.text += [
-        "Exercise decomposed:\n" + tabulate(rows, headers=headers, tablefmt=fmt,
-                                             disable_numparse=True),
-        summary,
-    ]  # fmt: skip
+    report.text.append(summary)
     return table

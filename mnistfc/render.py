@@ -29,6 +29,13 @@ class Report:
         """Append a block: h2, p, table (headers, rows), img (path, caption), pre."""
         self.blocks.append((kind, content))
 
+    def add_table(self, label: str, headers: list[str], rows: list[list[str]], fmt: str) -> None:
+        """Append a table block, and the same table to the console text under ``label``."""
+        self.add("table", (headers, rows))
+        self.text.append(
+            f"{label}:\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+        )
+
 
 def render(report: Report, out: Path) -> list[Path]:
     """Write ``report.md`` and a self-contained ``report.html`` (PNGs embedded) under ``out``."""

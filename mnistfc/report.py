@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from mnistfc.aggregate import Results, load_results, require_trials, usable
 from mnistfc.atomic import atomic_write_text
 from mnistfc.budget_section import random_section
 from mnistfc.errors import MnistfcError
-from mnistfc.plan import has_plan
+from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import Status, list_shards, read_result, shard_dir
 from mnistfc.render import Report, cell, render
 from mnistfc.section import grid_section
@@ -115,7 +114,7 @@ def _split_shift_section(report: Report, root: Path, sweeps: list[str], fmt: str
     """The grid under both splits: how much of validation's lead over test is the slices."""
     rows = []
     for name in sweeps:
-        if not name.startswith("grid") or not has_plan(root / name):
+        if not has_plan(root / name) or load_plan(root / name).spec.kind != "grid":
             continue
         cells = usable(load_results(root / name).frame).dropna(subset=["valid_accuracy"])
         if cells.empty:
@@ -135,9 +134,7 @@ def _split_shift_section(report: Report, root: Path, sweeps: list[str], fmt: str
                "split validation is the last 2,000 test images and test the first 8,000; "
                "stratified draws both alike. The difference between the two gaps is what "
                "the choice of slices, not over-fitting to validation, adds.")  # fmt: skip
-    report.add("table", (headers, rows))
-    report.text.append("Split shift:\n" + tabulate(rows, headers=headers, tablefmt=fmt,
-                                                    disable_numparse=True))  # fmt: skip
+    report.add_table("Split shift", headers, rows, fmt)
 
 
 def _overview(report: Report, results: Results, results_dir: str | os.PathLike[str]) -> None:
@@ -216,11 +213,7 @@ def _best_section(report: Report, results: Results, fmt: str, top: int = 5) -> N
     columns = {k: v for k, v in columns.items() if k in ranked}
     rows = [[cell(v) for v in row] for row in ranked[list(columns)].itertuples(index=False)]
     report.add("h2", f"Best {len(rows)} configurations (by validation accuracy)")
-    report.add("table", (list(columns.values()), rows))
-    report.text.append(
-        "Best configurations:\n"
-        + tabulate(rows, headers=list(columns.values()), tablefmt=fmt, disable_numparse=True)
-    )
+    report.add_table("Best configurations", list(columns.values()), rows, fmt)
 
 
 def _pivot_rows(table: pd.DataFrame, number: str) -> tuple[list[str], list[list[str]]]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from mnistfc import estimators, plots
 from mnistfc.aggregate import Results, best_trial, grid_table, usable
@@ -134,10 +133,7 @@ def _table(report: Report, table: pd.DataFrame, title: str, fmt: str, cell: Any)
     rows = [[str(r), *("" if not np.isfinite(table.loc[r, c]) else cell(r, c, table.loc[r, c])
                        for c in table.columns)] for r in table.index]  # fmt: skip
     report.add("p", f"{title} ({table.index.name} down, {table.columns.name} across):")
-    report.add("table", (headers, rows))
-    report.text.append(
-        f"{title}:\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-    )
+    report.add_table(title, headers, rows, fmt)
 
 
 def _with_se(value: float, se: float, mark: str | None) -> str:

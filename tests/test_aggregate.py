@@ -29,12 +29,18 @@ SPACE = {"units": [8, 16, 32], "learning_rate": [0.001, 0.01], "dropout": [0.0, 
 
 
 def fake_result(
-    config: TrialConfig, valid: float, test: float, status: Status = Status.COMPLETED
+    config: TrialConfig,
+    valid: float,
+    test: float,
+    status: Status = Status.COMPLETED,
+    last_test: float | None = None,
 ) -> TrialResult:
     def split(acc: float) -> dict[str, float]:
         return {"loss": 1 - acc, "accuracy": acc, "error_pct": 100 * (1 - acc)}
 
     metrics = {"train": split(valid), "valid": split(valid), "test": split(test), "best_epoch": 1}
+    if last_test is not None:  # the final epoch, as version 2 shards record it
+        metrics["last"] = {"epoch": 2, "valid": split(valid), "test": split(last_test)}
     return TrialResult(
         config=config,
         status=status,
@@ -142,6 +148,30 @@ def test_repeats_protocol_matches_a_direct_recomputation(tmp_path: Path) -> None
         assert table.loc[budget, "valid_std"] == pytest.approx(valid.std(ddof=1))
         assert table.loc[budget, "test_expected"] == pytest.approx(test.mean())
         assert table.loc[budget, "repeats"] == 3
+        assert np.isnan(table.loc[budget, "exercise_expected"])  # no shard has a final epoch
+
+
+def test_the_exercises_rule_needs_every_shard_of_a_search_to_have_its_final_epoch(
+    tmp_path: Path,
+) -> None:
+    spec = {"kind": "random", "name": "r", "seed": 5, "budgets": [2], "repeats": 2,
+            "space": SPACE}  # fmt: skip
+    rng = np.random.default_rng(1)
+    lasts: dict[str, float] = {}
+
+    def score(trial):
+        last = float(rng.uniform(0.5, 1))
+        first = len(lasts) == 0  # one shard of version 1's kind: no final epoch
+        lasts[trial.trial_id] = last
+        return fake_result(trial.config, 0.9, 0.8, last_test=None if first else last)
+
+    make_sweep(tmp_path, spec, score)
+    results = load_results(tmp_path)
+    table = best_of_n_repeats(results.frame, results.plan).set_index("budget")
+    # One search lacks a final epoch, so the mean over searches is not known: NaN, never
+    # the mean of what is there.
+    assert np.isnan(table.loc[2, "exercise_expected"])
+    assert results.frame["test_accuracy_last"].notna().sum() == len(lasts) - 1
 
 
 def test_pool_estimators_match_brute_force(tmp_path: Path) -> None:

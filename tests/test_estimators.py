@@ -164,16 +164,18 @@ def test_spreads_and_bands_hold_wherever_the_report_shows_them() -> None:
                     spread["selected"].setdefault(n, []).append(
                         est.selected_test(valid, test, n)[1]
                     )
+                selected_bands = {}
                 for n in banded:
+                    selected_bands[n] = est.selected_test_band(valid, test, n)
                     for kind, (low, high) in (
                         ("best", est.band(valid, n)),
-                        ("selected", est.selected_test_band(valid, test, n)),
+                        ("selected", selected_bands[n]),
                     ):
                         covered[kind, n] = covered.get((kind, n), 0) + (
                             low <= truth[n][kind] <= high
                         )
-                for a, b in gains:
-                    _, low, high = est.gain_band(valid, test, a, b)
+                for a, b in gains:  # as the report joins them
+                    low, high = est.gain_interval(selected_bands[a], selected_bands[b])
                     gain = truth[b]["selected"] - truth[a]["selected"]
                     covered["gain", a, b] = covered.get(("gain", a, b), 0) + (low <= gain <= high)
             cells = []

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnistfc.config import TrialConfig
@@ -18,6 +19,7 @@ from mnistfc.records import (
     shard_path,
     write_shard,
 )
+from mnistfc.records.labels import encode_labels, predictions_record
 
 # Golden: changing this set is a schema change and needs a SCHEMA_VERSION bump.
 GOLDEN_KEYS = {
@@ -176,3 +178,27 @@ def test_a_version_1_shard_still_loads_and_says_its_final_epoch_is_absent(tmp_pa
     path.write_text(json.dumps(record))
     with pytest.raises(ShardError, match="missing keys \\['predictions'\\]"):
         read_result(path)
+
+
+def test_damaged_labels_in_a_shard_are_a_shard_error_naming_them(tmp_path: Path) -> None:
+    labels = np.arange(28) % 10
+    result = make_result(units=16)
+    data = {"name": "mnist", "n_train": 100, "n_valid": 28, "n_test": 28}
+    good = predictions_record({"valid": labels, "test": labels},
+                              {"valid": labels, "test": labels}, None)  # fmt: skip
+    record = TrialResult(**{**result.__dict__, "data": data, "predictions": good}).to_record()
+    path = shard_path(tmp_path, record["trial_id"])
+    path.parent.mkdir(parents=True)
+    for damage, message in (
+        (lambda p: p["best"].update(test="not base64!"), "predictions.best.test: undecodable"),
+        (lambda p: p["true"].update(valid=encode_labels(labels[:5])),
+         "predictions.true.valid has 5 labels for 28 images"),
+        (lambda p: p.update(encoding="json"), "predictions must be an object with encoding"),
+    ):  # fmt: skip
+        broken = json.loads(json.dumps(record))
+        damage(broken["predictions"])
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ShardError, match=message):
+            read_result(path)
+    path.write_text(json.dumps(record))
+    assert read_result(path).predictions == good

@@ -93,8 +93,13 @@ def activate(group: Group, z: tf.Tensor) -> tf.Tensor:
     return out
 
 
-def count_hits(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+def predict(logits: tf.Tensor) -> tf.Tensor:
+    """Return each trial's predicted class per image, [T, B] int32."""
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def count_hits(predicted: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Return each trial's count of right predictions, [T]."""
     return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32), axis=1)
 
 

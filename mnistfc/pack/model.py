@@ -24,6 +24,7 @@ from mnistfc.pack.math import (
     initial_weights,
     int_labels,
     permutation,
+    predict,
 )
 from mnistfc.runtime import EVAL_BATCH, configure_gpus
 
@@ -165,7 +166,7 @@ class PackedModel:
                 loss = tf.reduce_mean(ce, axis=1)
                 total += tf.reduce_sum(loss)
                 losses.append(loss)
-                hits.append(count_hits(logits, labels))
+                hits.append(count_hits(predict(logits), labels))
         grads = iter(tape.gradient(total, [v for g in self.groups for v in g.weights]))
         self.iterations.assign_add(1)
         power = tf.cast(self.iterations, tf.float32)
@@ -223,7 +224,7 @@ class PackedModel:
         batches = (n + EVAL_BATCH - 1) // EVAL_BATCH
         loss_sum = tf.zeros([len(self.configs)])
         correct = tf.zeros([len(self.configs)])
-        predicted = tf.TensorArray(tf.uint8, size=batches, infer_shape=False)
+        labelled = tf.TensorArray(tf.uint8, size=batches, infer_shape=False)
         for i in tf.range(batches):
             xb = x[i * EVAL_BATCH : tf.minimum((i + 1) * EVAL_BATCH, n)][None]
             yb = y[i * EVAL_BATCH : tf.minimum((i + 1) * EVAL_BATCH, n)][None]
@@ -233,12 +234,13 @@ class PackedModel:
                 labels = tf.broadcast_to(yb, tf.shape(logits)[:2])
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
                 losses.append(tf.reduce_sum(ce, axis=1))
-                hits.append(count_hits(logits, labels))
-                labels_out.append(tf.cast(tf.argmax(logits, axis=-1), tf.uint8))
+                predicted = predict(logits)
+                hits.append(count_hits(predicted, labels))
+                labels_out.append(tf.cast(predicted, tf.uint8))
             loss_sum += self._in_pack_order(losses)
             correct += self._in_pack_order(hits)
-            predicted = predicted.write(i, tf.transpose(self._in_pack_order(labels_out)))
-        return loss_sum, correct, tf.transpose(predicted.concat())
+            labelled = labelled.write(i, tf.transpose(self._in_pack_order(labels_out)))
+        return loss_sum, correct, tf.transpose(labelled.concat())
 
     def _group_batch(self, group: Group, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any]:
         # Trials sharing a seed share their data order: one [1, B, 784] batch broadcast over
