@@ -12,6 +12,7 @@ import pandas as pd
 from mnistfc.aggregate import Results, load_results, require_trials, usable
 from mnistfc.atomic import atomic_write_text
 from mnistfc.budget_section import random_section
+from mnistfc.confirm_section import confirm_section
 from mnistfc.errors import MnistfcError
 from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import Status, list_shards, read_result, shard_dir
@@ -106,6 +107,7 @@ def write_study_report(
         report.text += [f"[{name}] {t}" for t in part.text]
         report.files += part.files
     _split_shift_section(report, root, sweeps, table_format)
+    confirm_section(report, root, sweeps, table_format)
     report.files += render(report, root)
     return report
 

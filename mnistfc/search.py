@@ -37,6 +37,8 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
     """Return the spec's trials in a stable order, each trial id once."""
     if spec.kind == "grid":
         return _expand_grid(spec)
+    if spec.kind == "list":
+        return _merge([(trial, ()) for trial in spec.trials])
     keys: list[tuple[str, tuple[tuple[str, Any], ...]]]
     if spec.protocol == "pool":
         keys = [(f"pool/{i}", (("pool", i),)) for i in range(spec.pool_size)]

@@ -34,7 +34,7 @@ def grid_section(report: Report, results: Results, spec: SweepSpec, out: Path, f
     n_valid = grid_table(frame, rows, cols, "n_valid").reindex_like(valid).astype(float)
     se = (valid * (1 - valid) / n_valid) ** 0.5  # NaN where the shards do not say n
     ids = {(r[rows], r[cols]): r["trial_id"] for _, r in cells.iterrows()}
-    paired = _paired_near(results, ids, best, rows, cols)
+    paired = paired_near(results, ids, best)
     near = paired if paired is not None else _within_noise(valid, se, best)
     marks = {key: "*" if key == _key(best, rows, cols) else "~" for key in near}
     title = ("Validation accuracy ± binomial standard error (* best, ~ not told apart from "
@@ -69,9 +69,7 @@ def grid_section(report: Report, results: Results, spec: SweepSpec, out: Path, f
         report.text.append(sentence)
 
 
-def _paired_near(
-    results: Results, ids: dict[Any, str], best: pd.Series | None, rows: str, cols: str
-) -> list[Any] | None:
+def paired_near(results: Results, ids: dict[Any, str], best: pd.Series | None) -> list[Any] | None:
     """Cells the best cannot be told apart from on the same validation images: McNemar's
     exact test at 5% (None when a shard keeps no per-image labels: schema version 1)."""
     if best is None:

@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 from mnistfc.errors import ConfigError
 
-KINDS = ("grid", "random")
+KINDS = ("grid", "random", "list")
 PROTOCOLS = ("repeats", "pool")
 MAX_TRIALS = 100_000  # a typo'd budget must not expand into a plan that fills the memory
 _TOP_KEYS = {
@@ -40,15 +40,18 @@ _TOP_KEYS = {
         "repeats",
         "pool_size",
     },
+    "list": {"name", "kind", "base", "trials", "epoch_train_metrics"},
 }
 _TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepSpec:
-    """A grid (every combination of ``axes``) or a random search (draws from ``axes``).
+    """A grid (every combination of ``axes``), a random search (draws from ``axes``) or a
+    list (``trials``: explicit configs, e.g. the study's winners retrained on new seeds).
 
-    ``axes`` keeps the file's order: the grid expands in it, and tables use it.
+    ``axes`` keeps the file's order: the grid expands in it, and tables use it. A list's
+    axes are the settings its trials vary, for display only.
     """
 
     name: str
@@ -60,6 +63,7 @@ class SweepSpec:
     budgets: tuple[int, ...] = ()
     repeats: int = 1
     pool_size: int = 0
+    trials: tuple[TrialConfig, ...] = ()
     # The exercise's CalculateMetrics pass after every epoch (the whole training set, dropout
     # off), which its sweeps never ran: off, each trial's train metrics are measured once, on
     # the restored best epoch. It changes what a shard records, not what a trial trains.
@@ -68,7 +72,11 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         """Return the canonical JSON-safe form that the plan records and the hash covers."""
         data: dict[str, Any] = {"name": self.name, "kind": self.kind, "base": self.base.to_dict()}
-        data["grid" if self.kind == "grid" else "space"] = {k: list(v) for k, v in self.axes}
+        if self.kind == "list":
+            # Every field, defaults included: an entry must not inherit a base's setting.
+            data["trials"] = [dataclasses.asdict(trial) for trial in self.trials]
+        else:
+            data["grid" if self.kind == "grid" else "space"] = {k: list(v) for k, v in self.axes}
         if self.kind == "random":
             data.update(
                 protocol=self.protocol,
@@ -143,9 +151,13 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         problems.append(f"name: must be letters, digits, - or _, got {name!r}")
     base = _base_config(data.get("base", {}), problems)
-    axes_key = "grid" if kind == "grid" else "space"
-    axes = _axes(data.get(axes_key), axes_key, base, problems)
     extra: dict[str, Any] = {}
+    if kind == "list":
+        extra["trials"] = _list_trials(data.get("trials"), base or TrialConfig(), problems)
+        axes = varied_settings(extra["trials"])
+    else:
+        axes_key = "grid" if kind == "grid" else "space"
+        axes = _axes(data.get(axes_key), axes_key, base, problems)
     if kind == "random":
         extra = _random_settings(data, problems)
     epoch_train_metrics = data.get("epoch_train_metrics", False)
@@ -166,6 +178,42 @@ def _base_config(base: Any, problems: list[str]) -> TrialConfig | None:
     except ConfigError as exc:
         problems.append(f"base: {exc}")
         return None
+
+
+def list_spec(name: str, trials: Sequence[TrialConfig]) -> SweepSpec:
+    """Return a list spec of these trials (the first is the base); validated like a file's."""
+    data = {"name": name, "kind": "list", "base": trials[0].to_dict() if trials else {},
+            "trials": [dataclasses.asdict(trial) for trial in trials]}  # fmt: skip
+    return spec_from_dict(data, where=f"{name} (list)")
+
+
+def varied_settings(trials: Sequence[TrialConfig]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """Return the settings whose values differ between trials, each with its values."""
+    axes = []
+    for name in _TRIAL_FIELDS:
+        values = tuple(dict.fromkeys(getattr(trial, name) for trial in trials))
+        if len(values) > 1:
+            axes.append((name, values))
+    return tuple(axes)
+
+
+def _list_trials(table: Any, base: TrialConfig, problems: list[str]) -> tuple[TrialConfig, ...]:
+    if not isinstance(table, list) or not table:
+        problems.append(f"trials: must be a non-empty list of tables of settings, got {table!r}")
+        return ()
+    if len(table) > MAX_TRIALS:
+        problems.append(f"trials: {len(table)} trials; a sweep holds at most {MAX_TRIALS}")
+        return ()
+    trials = []
+    for i, entry in enumerate(table):
+        if not isinstance(entry, dict):
+            problems.append(f"trials[{i}]: must be a table of settings, got {entry!r}")
+            continue
+        try:
+            trials.append(TrialConfig.from_dict({**base.to_dict(), **entry}))
+        except ConfigError as exc:
+            problems.append(f"trials[{i}]: {exc}")
+    return tuple(trials)
 
 
 def _axes(

@@ -1,4 +1,5 @@
-"""The exercise's whole study in one call: single model, grids, random search, one report."""
+"""The exercise's whole study in one call: single model, grids, random search, the winners
+confirmed on new seeds, one report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError
 from mnistfc.launch.profile import ClusterProfile
+from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import final_result
 from mnistfc.spec import SweepSpec, load_spec, read_toml
 
@@ -18,6 +20,16 @@ from mnistfc.spec import SweepSpec, load_spec, read_toml
 # stratified validation and test slices (to measure the split shift with networks), and
 # the random search.
 SWEEPS = ("grid", "grid_stratified", "random")
+CONFIRM = "confirm"  # the confirm stage: its study section and folder (confirm.NAME)
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """How many configurations of each search to retrain (0: no confirm stage), on how many
+    new seeds each (``confirm.py`` says why)."""
+
+    top: int = 5
+    seeds: int = 5
 
 
 @dataclass(frozen=True)
@@ -26,15 +38,18 @@ class StudySpec:
 
     train: TrialConfig
     sweeps: tuple[tuple[str, SweepSpec], ...]
+    confirm: ConfirmSettings = ConfirmSettings()
 
 
 def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
     """Load a study file; sweep spec paths are relative to it. Every problem at once."""
     data = read_toml(path, overrides)
     problems: list[str] = []
-    unknown = sorted(set(data) - {"train", *SWEEPS})
+    unknown = sorted(set(data) - {"train", *SWEEPS, CONFIRM})
     if unknown:
-        problems.append(f"unknown section(s) {unknown}; valid: train, {', '.join(SWEEPS)}")
+        problems.append(
+            f"unknown section(s) {unknown}; valid: train, {', '.join(SWEEPS)}, {CONFIRM}"
+        )
     train = TrialConfig()
     try:
         train = TrialConfig.from_dict(data.get("train", {}))
@@ -59,9 +74,73 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
             sweeps.append((name, load_spec(Path(path).parent / section["spec"], sets)))
         except ConfigError as exc:
             problems.append(f"{name}: {exc}")
+    confirm = _confirm_settings(data.get(CONFIRM, {}), problems)
     if problems:
         raise ConfigError(f"{path}:\n" + "\n".join(f"  - {p}" for p in problems))
-    return StudySpec(train=train, sweeps=tuple(sweeps))
+    return StudySpec(train=train, sweeps=tuple(sweeps), confirm=confirm)
+
+
+def _confirm_settings(section: Any, problems: list[str]) -> ConfirmSettings:
+    if not isinstance(section, dict):
+        problems.append(f"{CONFIRM}: must be a table (top = 5, seeds = 5)")
+        return ConfirmSettings()
+    extra = sorted(set(section) - {"top", "seeds"})
+    if extra:
+        problems.append(f"{CONFIRM}: unknown key(s) {extra}; valid: top, seeds")
+    top, seeds = (
+        section.get("top", ConfirmSettings.top),
+        section.get("seeds", ConfirmSettings.seeds),
+    )
+    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+        problems.append(f"{CONFIRM}.top: must be an integer from 0 (no confirm stage) to 20, "
+                        f"got {top!r}")  # fmt: skip
+    # Two seeds give an sd; ten against ten is the most the exact permutation test enumerates.
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 2 <= seeds <= 10:
+        problems.append(f"{CONFIRM}.seeds: must be an integer from 2 to 10, got {seeds!r}")
+    return ConfirmSettings(top, seeds) if not problems else ConfirmSettings()
+
+
+def plan_confirm(
+    study: StudySpec,
+    results_dir: str | os.PathLike[str],
+    profile: ClusterProfile,
+    data_dir: str | None,
+) -> Any:
+    """Plan the confirm stage from the searches' shards (None: off, or no candidates yet)."""
+    from mnistfc import sweep
+    from mnistfc.confirm import candidates, confirm_spec
+
+    if not study.confirm.top:
+        return None
+    spec = confirm_spec(candidates(results_dir, study.confirm.top), study.confirm.seeds)
+    if spec is None:
+        return None
+    folder = Path(results_dir) / CONFIRM
+    if has_plan(folder) and load_plan(folder).spec.spec_hash != spec.spec_hash:
+        raise ConfigError(
+            f"{folder} retrained other configurations than the searches' top "
+            f"{study.confirm.top} now are (their results changed since); remove {folder} to "
+            "confirm the new ones"
+        )
+    return sweep.plan_submission(spec, profile, folder, data_dir=data_dir)
+
+
+def confirm_job(study: StudySpec, results_dir: str, profile: ClusterProfile,
+                data_dir: str | None) -> str:  # fmt: skip
+    """The confirm stage as one cluster job after the searches' jobs: plan it from their
+    shards, then train it here (local lanes on this job's GPUs or cores)."""
+    import dataclasses
+
+    from mnistfc import sweep
+    from mnistfc.runtime import log_job_to_stderr
+
+    log_job_to_stderr()
+    here = dataclasses.replace(profile, executor="local", container=None, max_parallel=0)
+    plan = plan_confirm(study, results_dir, here, data_dir)
+    if plan is None:
+        return "no candidates: the searches have no results"
+    _, failed = sweep.submit(plan, wait=True)
+    return f"{plan.n_trials} trial(s) run, {len(failed)} task(s) failed"
 
 
 def run_study(
@@ -94,11 +173,14 @@ def run_study(
     if not backend(profile.executor).waits_by_default:
         from mnistfc.study_jobs import submit_study
 
-        return submit_study(study.train, plans, results, profile, table_format)
+        return submit_study(study, plans, results, profile, table_format)
     if final_result(results / "train", study.train.trial_id) is None:
         run_single(
             study.train, results / "train", data_dir, verbose=verbose, table_format=table_format
         )
     for name, plan in plans:
         sweep.submit(plan, wait=True, on_progress=on_progress(name) if on_progress else None)
+    confirm = plan_confirm(study, results, profile, data_dir)
+    if confirm is not None:
+        sweep.submit(confirm, wait=True, on_progress=on_progress(CONFIRM) if on_progress else None)
     return write_study_report(results, [name for name, _ in plans], table_format)

@@ -1,10 +1,12 @@
-"""A whole study handed to a scheduler: the single model, both sweeps and the report as jobs.
+"""A whole study handed to a scheduler: the single model, the sweeps, the confirm stage and
+the report as jobs.
 
-On a cluster nobody should wait on a login node: the single model runs as a job, the grid
-and the random search are submitted together, and the study report is written by a job
-that starts after all of them (``--dependency=afterany``). ``RESULTS/study.json`` records
-the job ids, so ``status`` can follow the study and running ``study`` again resumes only
-what is neither finished nor still queued or running.
+On a cluster nobody should wait on a login node: the single model runs as a job, the grids
+and the random search are submitted together, the confirm stage (which needs the searches'
+results to choose its configurations) is one job that starts after them, and the study
+report is written by a job that starts after all of them (``--dependency=afterany``).
+``RESULTS/study.json`` records the job ids, so ``status`` can follow the study and running
+``study`` again resumes only what is neither finished nor still queued or running.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class StudyJobs:
     """What a cluster study submitted: each part's job ids, and the report job's."""
 
     executor: str
-    parts: dict[str, list[str]] = field(default_factory=dict)  # train, grid, random
+    parts: dict[str, list[str]] = field(default_factory=dict)  # train, sweeps, confirm
     report: str = ""
     submitted_at: str = field(default_factory=utc_now)
     notes: list[str] = field(default_factory=list)  # what was not submitted, and why
@@ -58,7 +60,7 @@ def load_study_jobs(results_dir: str | os.PathLike[str]) -> StudyJobs | None:
 
 
 def submit_study(
-    train: Any,
+    study: Any,
     plans: list[tuple[str, SubmissionPlan]],
     results_dir: str | os.PathLike[str],
     profile: ClusterProfile,
@@ -73,6 +75,7 @@ def submit_study(
     from mnistfc.report import write_report_job
     from mnistfc.single import train_job
 
+    train = study.train
     results = Path(results_dir)
     chosen = backend(profile.executor)
     chosen.check_ready()
@@ -91,6 +94,7 @@ def submit_study(
                                  train_job, train, str(results / "train"), data_dir)  # fmt: skip
         jobs.parts["train"] = [str(job.job_id)]
     waits += jobs.parts.get("train", [])
+    searches: list[str] = []
     for name, plan in plans:
         live = _live_sweep(plan)
         if live:
@@ -101,7 +105,10 @@ def submit_study(
         else:
             submission, _ = sweep.submit(plan, wait=False)
             jobs.parts[name] = list(submission.job_ids)
-        waits += jobs.parts.get(name, [])
+        searches += jobs.parts.get(name, [])
+    waits += searches
+    if study.confirm.top:
+        waits += _submit_confirm(study, plans, results, profile, jobs, searches)
     if not waits:  # every part is done: just report, here (a second's work)
         from mnistfc.report import write_study_report
 
@@ -119,6 +126,45 @@ def submit_study(
     return jobs
 
 
+def _submit_confirm(
+    study: Any,
+    plans: list[tuple[str, SubmissionPlan]],
+    results: Path,
+    profile: ClusterProfile,
+    jobs: StudyJobs,
+    searches: list[str],
+) -> list[str]:
+    """Submit the confirm stage; return its job ids. While the searches run, one job after
+    them plans and trains it; once they are done, it is planned here, as an array."""
+    from mnistfc.study import CONFIRM, confirm_job, plan_confirm
+
+    before = load_study_jobs(results)
+    data_dir = plans[0][1].data_dir if plans else None
+    live = _live(profile.executor, before.parts.get(CONFIRM, [])) if before else []
+    if live:
+        jobs.notes.append(f"{CONFIRM}: still queued or running")
+    elif searches:
+        arrays = list(dict.fromkeys(j.split("_")[0] for j in searches))
+        binds = (str(results.resolve()), *([data_dir] if data_dir else []))
+        job = backend(profile.executor).submit_call(
+            results / "submitit", "mnistfc-study-confirm", profile, binds, confirm_job, study,
+            str(results), profile, data_dir, after=arrays)  # fmt: skip
+        live = [str(job.job_id)]
+        top, seeds = study.confirm.top, study.confirm.seeds
+        jobs.notes.append(f"{CONFIRM}: after them, trains the searches' top {top} on {seeds} "
+                          "new seeds each")  # fmt: skip
+    else:
+        plan = plan_confirm(study, results, profile, data_dir)
+        if plan is None or not plan.tasks:
+            jobs.notes.append(f"{CONFIRM}: done" if plan else f"{CONFIRM}: nothing to confirm")
+        else:
+            submission, _ = sweep.submit(plan, wait=False)
+            live = list(submission.job_ids)
+    if live:
+        jobs.parts[CONFIRM] = live
+    return live
+
+
 def _live(executor: str, job_ids: list[str]) -> list[str]:
     states = job_states(executor, job_ids).states
     return [j for j in job_ids if states.get(j, "") in LIVE_STATES]
@@ -134,18 +180,21 @@ def _live_sweep(plan: SubmissionPlan) -> list[str]:
 
 @dataclass(frozen=True)
 class StudyStatus:
-    """Where a study stands: its sweeps' folders, the single model and the report job."""
+    """Where a study stands: its sweeps' folders, the single model, the confirm stage's job
+    and the report job."""
 
     sweeps: list[Path]
     train_done: bool
     train_state: str  # the single model's job state ("" when none was submitted)
+    confirm_state: str  # the confirm stage's first job's state ("" when none was submitted)
     report_state: str  # the report job's state ("" when none was submitted)
     report: Path | None  # report.html, once written
 
     @property
     def live(self) -> bool:
         """Return whether the single model's or the report's job may still run."""
-        return self.train_state in LIVE_STATES or self.report_state in LIVE_STATES
+        states = (self.train_state, self.confirm_state, self.report_state)
+        return any(state in LIVE_STATES for state in states)
 
 
 def is_study(results_dir: str | os.PathLike[str]) -> bool:
@@ -172,6 +221,7 @@ def study_status(results_dir: str | os.PathLike[str]) -> StudyStatus:
         sweeps=sorted(p.parent for p in root.glob("*/sweep.json")),
         train_done=train_done,
         train_state="" if train_done else state(jobs.parts.get("train", []) if jobs else []),
+        confirm_state=state(jobs.parts.get("confirm", []) if jobs else []),
         report_state=state([jobs.report] if jobs and jobs.report else []),
         report=html if html.exists() else None,
     )

@@ -30,8 +30,8 @@ LAYERS = [
     {"worker"},
     {"launch"},
     {"progress", "sweep"},
-    {"aggregate", "budget", "exercise", "single"},
-    {"section", "budget_section", "report"},
+    {"aggregate", "budget", "exercise", "confirm", "single"},
+    {"section", "budget_section", "confirm_section", "report"},
     {"study", "study_jobs", "doctor", "api"},
     {"console", "parser", "cli", "__init__", "__main__"},
 ]

@@ -30,6 +30,7 @@ def study_args(
                  "'base.valid_split=\"stratified\"']",
         "--set", f'random.set=["protocol=pool","pool_size=6","budgets=[1,2,6]",{common},'
                  '"space.batch_size=[64,128]"]',
+        "--set", "confirm.top=2", "--set", "confirm.seeds=2",
     ]  # fmt: skip
 
 
@@ -38,16 +39,19 @@ def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Pa
     assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
     out = capsys.readouterr().out
     assert "report: " in out and "| Validation |" in out
-    for part, count in (("train", 1), ("grid", 4), ("grid_stratified", 4), ("random", 6)):
+    parts = (("train", 1), ("grid", 4), ("grid_stratified", 4), ("random", 6), ("confirm", 8))
+    for part, count in parts:
         assert len(list((results / part / "shards").glob("*.json"))) == count, part
     html = (results / "report.html").read_text()
     headings = ("Single model", "grid: Grid: dropout x units", "random: Random search",
-                "grid_stratified: Grid", "The split shift, measured with networks")  # fmt: skip
+                "grid_stratified: Grid", "The split shift, measured with networks",
+                "The winners, retrained on new seeds")  # fmt: skip
     for heading in headings:
         assert heading in html
     assert html.count("data:image/png;base64,") >= 7
     stratified = _shards(results / "grid_stratified")
     assert {s["config"]["valid_split"] for s in stratified} == {"stratified"}
+    _check_confirm(results)
     capsys.readouterr()
     assert cli.main(["status", str(results)]) == 0  # a study folder: every part at once
     status = capsys.readouterr().out
@@ -66,6 +70,36 @@ def test_a_bad_study_file_stops_before_training(tmp_path: Path, npz_dir: Path, c
     err = capsys.readouterr().err
     assert "train: invalid trial config: units" in err and "grid:" in err
     assert not (tmp_path / "s").exists()
+
+
+def _check_confirm(results: Path) -> None:
+    """The confirm stage retrained each search's top 2 by validation on 2 new seeds, and its
+    table's numbers are the new shards' (recomputed here by hand)."""
+    confirmed = _shards(results / "confirm")
+    with open(results / "confirm" / "report" / "confirm.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and [r["source"] for r in rows] == ["grid"] * 2 + ["random"] * 2
+    for source in ("grid", "random"):
+        ranked = sorted(
+            _shards(results / source),
+            key=lambda s: (-s["metrics"]["valid"]["accuracy"], s["trial_id"]),
+        )
+        mine = [r for r in rows if r["source"] == source]
+        for row, trial in zip(mine, ranked[:2], strict=True):
+            assert row["trial_id"] == trial["trial_id"]
+            same = {k: v for k, v in trial["config"].items() if k != "seed"}
+            seeds = [s for s in confirmed
+                     if {k: v for k, v in s["config"].items() if k != "seed"} == same]  # fmt: skip
+            assert len(seeds) == 2 and trial["config"]["seed"] not in {
+                s["config"]["seed"] for s in seeds}  # fmt: skip
+            tests = [s["metrics"]["test"]["accuracy"] for s in seeds]
+            assert float(row["test_mean"]) == pytest.approx(np.mean(tests), abs=1e-12)
+            assert float(row["test_sd"]) == pytest.approx(np.std(tests, ddof=1), abs=1e-12)
+        # 2 seeds against 2: 6 splits, so the exact p-value is 1/3, 2/3 or 1
+        assert mine[0]["winner_lead"] == "" and round(3 * float(mine[1]["p_value"])) in (1, 2, 3)
+    md = (results / "report.md").read_text()
+    assert "The winners, retrained on new seeds" in md and "Seed noise: " in md
+    assert "The differences the study's conclusions rest on" in md and "Cost: " in md
 
 
 def _shards(folder: Path) -> list[dict]:

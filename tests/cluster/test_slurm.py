@@ -419,6 +419,7 @@ def test_a_cluster_study_returns_at_once_and_a_dependent_job_writes_the_report(
         print(f"\nstudy --cluster returned after {elapsed:.1f} s:\n{out}")
     assert "train: 1 job(s)" in out and "grid: " in out and "random: " in out
     assert "writes " in out and "(--dependency=afterany)" in out
+    assert "confirm: 1 job(s)" in out and "confirm: after them, trains" in out
     assert not (results / "report.html").exists()
     _until(lambda: len(list((results / "grid" / "running").glob("*.json"))) > 0,
            "a grid pack holding after its epoch", results / "grid")  # fmt: skip
@@ -431,14 +432,20 @@ def test_a_cluster_study_returns_at_once_and_a_dependent_job_writes_the_report(
     hold.unlink()
     _until(lambda: (results / "report.html").exists(), "the report job's report", results)
     html = (results / "report.html").read_text()
-    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search"):
+    for heading in ("Single model", "grid: Grid: dropout x units", "random: Random search",
+                    "The winners, retrained on new seeds"):  # fmt: skip
         assert heading in html
     shards = [read_shard(p) for p in (results / "train" / "shards").glob("*.json")]
     assert len(shards) == 1 and shards[0]["env"]["slurm"]["slurm_job_id"]  # ran as a job
+    confirmed = [read_shard(p) for p in (results / "confirm" / "shards").glob("*.json")]
+    confirm_job = json.loads((results / "study.json").read_text())["parts"]["confirm"][0]
+    assert len(confirmed) == 8  # the searches' top 2 on 2 new seeds, inside the confirm job
+    assert {s["env"]["slurm"]["slurm_job_id"] for s in confirmed} == {confirm_job}
     report_job = json.loads((results / "study.json").read_text())["report"]
     _until(lambda: _sacct(report_job).get(report_job) == "COMPLETED", "the report job", results)
     assert cli.main(args) == 0  # again: nothing left to run, so it just reports
-    assert "every part is done: wrote" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "every part is done: wrote" in again and "confirm: done" in again
 
 
 def test_doctor_passes_on_the_test_slurm_and_fails_clearly_without_it(

@@ -1,0 +1,168 @@
+"""The study report's confirm section: the searches' winners on new seeds (``confirm.csv``),
+and seed noise beside each difference the study's conclusions rest on."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mnistfc import confirm
+from mnistfc.aggregate import best_trial, load_results, usable
+from mnistfc.atomic import atomic_write_text
+from mnistfc.records import shard_dir
+from mnistfc.render import Report
+from mnistfc.section import paired_near
+
+Z_95 = 1.96
+_SETTING_HEADERS = ("units", "dropout", "act.", "lr", "batch")
+
+
+def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> None:
+    """The retrained winners' table, whether each search's winner stands out, the pooled seed
+    sd beside the study's differences, and what the stage cost."""
+    table = confirm.confirm_table(root)
+    if table is None:
+        return
+    out = root / confirm.NAME / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "confirm.csv", table.to_csv(index=False, na_rep=""))
+    report.files.append(out / "confirm.csv")
+    seeds = int(table["seeds"].max())
+    report.add("h2", "The winners, retrained on new seeds")
+    report.add("p", "Each search's top configurations by validation accuracy, retrained with "
+               f"{seeds} new seeds each (initialisation, batch order, dropout masks). Test "
+               "accuracy over the new seeds: mean ± sd. The winner's lead is its mean minus the "
+               "row's; p is the exact two-sided permutation test of the two means over the "
+               "new seeds (no test accuracy here took part in any selection).")  # fmt: skip
+    headers = ["search", "rank", *_SETTING_HEADERS, "search valid", "search test", "seeds",
+               "test over seeds", "winner's lead [points]", "p"]  # fmt: skip
+    rows = [[r.source, str(r.rank), str(r.units), f"{r.dropout:g}", r.activation,
+             f"{r.learning_rate:g}", str(r.batch_size), f"{r.search_valid:.4f}",
+             f"{r.search_test:.4f}", str(r.seeds), _mean_sd(r.test_mean, r.test_sd),
+             "" if math.isnan(r.winner_lead) else f"{100 * r.winner_lead:+.2f}",
+             "" if math.isnan(r.p_value) else f"{r.p_value:.3f}"]
+            for r in table.itertuples()]  # fmt: skip
+    report.add_table("Winners on new seeds", headers, rows, fmt)
+    for line in _verdicts(table):
+        report.add("p", line)
+        report.text.append(line)
+    sd_test, sd_valid = confirm.seed_sd(table, "test"), confirm.seed_sd(table, "valid")
+    noise = (f"Seed noise: one configuration's test accuracy varies with its seed by sd "
+             f"{100 * sd_test:.2f} points (validation: {100 * sd_valid:.2f}), pooled over the "
+             "retrained configurations; two single-seed trials of one configuration differ "
+             f"by sd {100 * math.sqrt(2) * sd_test:.2f} points.")  # fmt: skip
+    report.add("p", noise)
+    report.text.append(noise)
+    _differences(report, root, parts, table, sd_test, sd_valid, fmt)
+    spent, total = confirm.cost_share(root, parts)
+    if total > 0:
+        cost = (f"Cost: the confirm stage's trials took {spent / 60:.1f} min of trial time "
+                f"(each trial's share of its pack), {100 * spent / total:.1f}% of the "
+                f"study's {total / 60:.1f} min.")  # fmt: skip
+        report.add("p", cost)
+        report.text.append(cost)
+
+
+def _verdicts(table: pd.DataFrame) -> list[str]:
+    lines = []
+    for source, rows in table.groupby("source", sort=False):
+        winner, others = rows.iloc[0], rows.iloc[1:]
+        if others.empty:
+            continue
+        apart = int((others["p_value"] < 0.05).sum())
+        best_mean = rows.loc[rows["test_mean"].idxmax()]
+        verdict = ("stands out from all of them" if apart == len(others) else
+                   "cannot be told apart from " + ("any of them" if apart == 0 else
+                   f"{len(others) - apart} of them"))  # fmt: skip
+        lines.append(
+            f"{source}: its winner (rank {winner['rank']}) scores "
+            f"{_mean_sd(winner['test_mean'], winner['test_sd'])} on test over new seeds and "
+            f"{verdict} (p < 0.05 against {apart} of {len(others)} runners-up); the best mean "
+            f"over seeds is rank {best_mean['rank']}'s, {best_mean['test_mean']:.4f}."
+        )
+    return lines
+
+
+def _differences(report: Report, root: Path, parts: list[str], table: pd.DataFrame,
+                 sd_test: float, sd_valid: float, fmt: str) -> None:  # fmt: skip
+    """Each difference a conclusion rests on, beside the seed sd of the quantity it compares."""
+    rows, grid_note = [], ""
+    if "grid" in parts and shard_dir(root / "grid").is_dir():
+        rows, grid_note = _grid_rows(root / "grid", sd_valid)
+    if "random" in parts and shard_dir(root / "random").is_dir():
+        budget = load_results(root / "random").budget_table()
+        if budget is not None and "test_expected" in budget:
+            known = budget.dropna(subset=["test_expected"]).to_dict("records")
+            for a, b in itertools.pairwise(known):
+                gain = b["test_expected"] - a["test_expected"]
+                rows.append([f"random: expected test gain, N = {int(a['budget'])} -> "
+                             f"{int(b['budget'])}", _points(gain), _sd(sd_test),
+                             _ratio(gain, sd_test)])  # fmt: skip
+            for r in known:
+                gap = r["valid_expected"] - r["test_expected"]
+                rows.append([f"random: selection optimism at N = {int(r['budget'])} "
+                             "(expected valid - test)", _points(gap), _sd(sd_test),
+                             _ratio(gap, sd_test)])  # fmt: skip
+    for r in table[table["winner_lead"].notna()].itertuples():
+        lead = r.winner_lead
+        rows.append([f"{r.source}: winner's lead over rank {r.rank}, over seeds",
+                     _points(lead), _sd(sd_test), _ratio(lead, sd_test)])  # fmt: skip
+    if not rows:
+        return
+    report.add("p", "The differences the study's conclusions rest on, beside the seed sd of "
+               "one trial's accuracy (validation for the grid's cells, which are compared on "
+               "validation; test otherwise). A difference well below one seed sd is one that "
+               "another seed could reverse for a single trial.")  # fmt: skip
+    report.add_table("Differences beside seed noise",
+                     ["difference", "value [points]", "seed sd [points]", "value / sd"], rows,
+                     fmt)  # fmt: skip
+    if grid_note:
+        report.add("p", grid_note)
+        report.text.append(grid_note)
+
+
+def _grid_rows(folder: Path, sd_valid: float) -> tuple[list[list[str]], str]:
+    """The best cell's lead over the next, and the cells within noise of the best once seed
+    noise joins McNemar's test (a cell is near when either cannot tell it apart)."""
+    results = load_results(folder)
+    cells = usable(results.frame).dropna(subset=["valid_accuracy"])
+    best = best_trial(results.frame)
+    if best is None or len(cells) < 2:
+        return [], ""
+    ranked = cells.sort_values("valid_accuracy", ascending=False)["valid_accuracy"].to_numpy()
+    lead = float(ranked[0] - ranked[1])
+    ids = dict(zip(cells["trial_id"], cells["trial_id"], strict=True))
+    paired = paired_near(results, ids, best)
+    seed_gap = Z_95 * math.sqrt(2) * sd_valid
+    by_seed = {t for t, v in zip(cells["trial_id"], cells["valid_accuracy"], strict=True)
+               if best["valid_accuracy"] - v <= seed_gap}  # fmt: skip
+    rows = [["grid: best cell's validation lead over the next", _points(lead),
+             _sd(sd_valid), _ratio(lead, sd_valid)]]  # fmt: skip
+    note = ""
+    if paired is not None and np.isfinite(seed_gap):
+        either = set(paired) | by_seed
+        note = (f"Grid cells not told apart from the best, seed noise folded in: {len(paired)} "
+                f"by McNemar's paired test on the validation images, {len(by_seed)} by seed "
+                f"noise (validation gap to the best within 1.96·√2 seed sd = "
+                f"{100 * seed_gap:.2f} points), {len(either)} by either.")  # fmt: skip
+    return rows, note
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    return f"{mean:.4f}" + (f" ± {sd:.4f}" if np.isfinite(sd) else "")
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f}" if np.isfinite(value) else ""
+
+
+def _sd(value: float) -> str:
+    return f"{100 * value:.2f}" if np.isfinite(value) else ""
+
+
+def _ratio(value: float, sd: float) -> str:
+    return f"{value / sd:+.1f}" if np.isfinite(sd) and sd > 0 and np.isfinite(value) else ""
