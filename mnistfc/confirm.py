@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,12 +62,12 @@ def candidates(root: str | os.PathLike[str], top: int) -> list[Candidate]:
             continue
         cells = usable(load_results(folder).frame).dropna(subset=["valid_accuracy"])
         ranked = cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
-        for rank, row in enumerate(ranked.head(top).itertuples(), 1):
-            result = final_result(folder, row.trial_id)
+        for rank, row in enumerate(records(ranked.head(top)), 1):
+            result = final_result(folder, str(row["trial_id"]))
             if result is None:  # read a moment ago: only a concurrent delete gets here
                 continue
-            scored = float(row.valid_accuracy), float(row.test_accuracy)
-            chosen.append(Candidate(source, rank, row.trial_id, result.config, *scored))
+            scored = float(row["valid_accuracy"]), float(row["test_accuracy"])
+            chosen.append(Candidate(source, rank, result.trial_id, result.config, *scored))
     return chosen
 
 
@@ -87,9 +88,9 @@ def confirm_table(root: str | os.PathLike[str]) -> pd.DataFrame | None:
     folder = Path(root) / NAME
     if not has_plan(folder):
         return None
-    groups: dict[tuple, list[str]] = {}
+    groups: dict[tuple[Any, ...], list[str]] = {}
     for trial in load_plan(folder).spec.trials:
-        groups.setdefault(_settings_key(trial), []).append(trial.trial_id)
+        groups.setdefault(_settings_key(dataclasses.asdict(trial)), []).append(trial.trial_id)
     drawn = scores(load_results(folder).frame)
     rows = []
     for source in SOURCES:
@@ -97,17 +98,17 @@ def confirm_table(root: str | os.PathLike[str]) -> pd.DataFrame | None:
             continue
         cells = usable(load_results(Path(root) / source).frame).dropna(subset=["valid_accuracy"])
         ranked = cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
-        seen: set[tuple] = set()
-        for rank, row in enumerate(ranked.itertuples(), 1):
+        seen: set[tuple[Any, ...]] = set()
+        for rank, row in enumerate(records(ranked), 1):
             key = _settings_key(row)
             if key not in groups or key in seen:
                 continue
             seen.add(key)
             done = drawn.loc[drawn.index.intersection(groups[key])]
             rows.append({
-                "source": source, "rank": rank, "trial_id": row.trial_id,
-                **{k: getattr(row, k) for k in SETTINGS},
-                "search_valid": row.valid_accuracy, "search_test": row.test_accuracy,
+                "source": source, "rank": rank, "trial_id": row["trial_id"],
+                **{k: row[k] for k in SETTINGS},
+                "search_valid": row["valid_accuracy"], "search_test": row["test_accuracy"],
                 "seeds": len(done), "valid_mean": done["valid"].mean(),
                 "valid_sd": _sd(done["valid"]), "test_mean": done["test"].mean(),
                 "test_sd": _sd(done["test"]), "tests": done["test"].to_numpy(),
@@ -118,7 +119,7 @@ def confirm_table(root: str | os.PathLike[str]) -> pd.DataFrame | None:
         return None
     table = pd.DataFrame(rows)
     leads, p_values = [], []
-    for _, row in table.iterrows():
+    for row in records(table):
         same = table[table["source"] == row["source"]]
         winner, first = same.iloc[0]["tests"], row["rank"] == same["rank"].min()
         leads.append(math.nan if first else float(np.mean(winner) - np.mean(row["tests"])))
@@ -146,9 +147,15 @@ def cost_share(root: str | os.PathLike[str], parts: list[str]) -> tuple[float, f
     return seconds.get(NAME, 0.0), sum(seconds.values())
 
 
-def _settings_key(config: object) -> tuple:
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Return a table's rows as dicts (typed: pandas' own row types say little)."""
+    rows: Any = table.to_dict("records")
+    return list(rows)
+
+
+def _settings_key(settings: dict[str, Any]) -> tuple[Any, ...]:
     """A configuration's settings without its seed: what the retrained trials share."""
-    return tuple(getattr(config, k) for k in ROW_CONFIG_ORDER if k != "seed")
+    return tuple(settings[k] for k in ROW_CONFIG_ORDER if k != "seed")
 
 
 def _sd(values: pd.Series) -> float:

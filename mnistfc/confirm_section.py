@@ -40,12 +40,12 @@ def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> N
                "new seeds (no test accuracy here took part in any selection).")  # fmt: skip
     headers = ["search", "rank", *_SETTING_HEADERS, "search valid", "search test", "seeds",
                "test over seeds", "winner's lead [points]", "p"]  # fmt: skip
-    rows = [[r.source, str(r.rank), str(r.units), f"{r.dropout:g}", r.activation,
-             f"{r.learning_rate:g}", str(r.batch_size), f"{r.search_valid:.4f}",
-             f"{r.search_test:.4f}", str(r.seeds), _mean_sd(r.test_mean, r.test_sd),
-             "" if math.isnan(r.winner_lead) else f"{100 * r.winner_lead:+.2f}",
-             "" if math.isnan(r.p_value) else f"{r.p_value:.3f}"]
-            for r in table.itertuples()]  # fmt: skip
+    rows = [[r["source"], str(r["rank"]), str(r["units"]), f"{r['dropout']:g}",
+             r["activation"], f"{r['learning_rate']:g}", str(r["batch_size"]),
+             f"{r['search_valid']:.4f}", f"{r['search_test']:.4f}", str(r["seeds"]),
+             _mean_sd(r["test_mean"], r["test_sd"]), _points(r["winner_lead"]),
+             "" if math.isnan(r["p_value"]) else f"{r['p_value']:.3f}"]
+            for r in confirm.records(table)]  # fmt: skip
     report.add_table("Winners on new seeds", headers, rows, fmt)
     for line in _verdicts(table):
         report.add("p", line)
@@ -69,12 +69,13 @@ def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> N
 
 def _verdicts(table: pd.DataFrame) -> list[str]:
     lines = []
-    for source, rows in table.groupby("source", sort=False):
-        winner, others = rows.iloc[0], rows.iloc[1:]
-        if others.empty:
+    for source in dict.fromkeys(table["source"]):
+        rows = confirm.records(table[table["source"] == source])
+        winner, others = rows[0], rows[1:]
+        if not others:
             continue
-        apart = int((others["p_value"] < 0.05).sum())
-        best_mean = rows.loc[rows["test_mean"].idxmax()]
+        apart = sum(r["p_value"] < 0.05 for r in others)
+        best_mean = max(rows, key=lambda r: r["test_mean"])
         verdict = ("stands out from all of them" if apart == len(others) else
                    "cannot be told apart from " + ("any of them" if apart == 0 else
                    f"{len(others) - apart} of them"))  # fmt: skip
@@ -90,13 +91,14 @@ def _verdicts(table: pd.DataFrame) -> list[str]:
 def _differences(report: Report, root: Path, parts: list[str], table: pd.DataFrame,
                  sd_test: float, sd_valid: float, fmt: str) -> None:  # fmt: skip
     """Each difference a conclusion rests on, beside the seed sd of the quantity it compares."""
-    rows, grid_note = [], ""
+    rows: list[list[str]] = []
+    grid_note = ""
     if "grid" in parts and shard_dir(root / "grid").is_dir():
         rows, grid_note = _grid_rows(root / "grid", sd_valid)
     if "random" in parts and shard_dir(root / "random").is_dir():
         budget = load_results(root / "random").budget_table()
         if budget is not None and "test_expected" in budget:
-            known = budget.dropna(subset=["test_expected"]).to_dict("records")
+            known = confirm.records(budget.dropna(subset=["test_expected"]))
             for a, b in itertools.pairwise(known):
                 gain = b["test_expected"] - a["test_expected"]
                 rows.append([f"random: expected test gain, N = {int(a['budget'])} -> "
@@ -107,9 +109,9 @@ def _differences(report: Report, root: Path, parts: list[str], table: pd.DataFra
                 rows.append([f"random: selection optimism at N = {int(r['budget'])} "
                              "(expected valid - test)", _points(gap), _sd(sd_test),
                              _ratio(gap, sd_test)])  # fmt: skip
-    for r in table[table["winner_lead"].notna()].itertuples():
-        lead = r.winner_lead
-        rows.append([f"{r.source}: winner's lead over rank {r.rank}, over seeds",
+    for r in confirm.records(table[table["winner_lead"].notna()]):
+        lead = r["winner_lead"]
+        rows.append([f"{r['source']}: winner's lead over rank {r['rank']}, over seeds",
                      _points(lead), _sd(sd_test), _ratio(lead, sd_test)])  # fmt: skip
     if not rows:
         return

@@ -231,3 +231,21 @@ def test_the_limits_are_needed_a_pool_cannot_speak_for_searches_near_its_size() 
     assert spread / _truth(big_valid, big_test, m // 2)["best_sd"] - 1 < -0.05
     assert not est.estimable(m // 2, m) and not est.estimable(2, m)
     assert not est.estimable(5, 50)  # too small a pool for any
+
+
+def test_the_permutation_p_value_counts_every_split() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        a, b = rng.normal(0.97, 0.002, 5), rng.normal(0.971, 0.002, 4)
+        pooled = np.concatenate([a, b])
+        observed = abs(a.mean() - b.mean())
+        count = total = 0
+        for chosen in itertools.combinations(range(9), 5):
+            rest = [i for i in range(9) if i not in chosen]
+            total += 1
+            count += abs(pooled[list(chosen)].mean() - pooled[rest].mean()) >= observed - 1e-12
+        assert est.permutation_p_value(a, b) == pytest.approx(count / total, abs=1e-12)
+    assert est.permutation_p_value([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert math.isnan(est.permutation_p_value([1.0], [2.0, 3.0]))
+    with pytest.raises(ValueError, match="too many splits"):
+        est.permutation_p_value(np.arange(12), np.arange(12))

@@ -114,3 +114,32 @@ def test_cluster_profiles() -> None:
     message = str(err.value)
     for fragment in ("unknown key(s) ['gpu']", "'pbs' is not one of", "cpus_per_task", "mem_gb"):
         assert fragment in message
+
+
+def test_a_list_spec_holds_explicit_trials_and_reads_back_from_its_plan_form(
+    tmp_path: Path,
+) -> None:
+    from mnistfc.config import TrialConfig
+    from mnistfc.search import expand
+    from mnistfc.spec import list_spec
+
+    stratified = TrialConfig(units=64, seed=2, valid_split="stratified")
+    spec = list_spec("confirm", [TrialConfig(units=64, seed=1), stratified, stratified])
+    # an entry never inherits the base's settings: the first trial keeps the default split
+    assert [t.valid_split for t in spec.trials] == ["exercise", "stratified", "stratified"]
+    assert dict(spec.axes) == {"seed": (1, 2), "valid_split": ("exercise", "stratified")}
+    assert spec_from_dict(spec.to_dict()) == spec  # what sweep.json records reads back
+    assert [t.config for t in expand(spec)] == [spec.trials[0], stratified]  # ids once
+    path = tmp_path / "list.toml"
+    path.write_text('kind = "list"\n[base]\nepochs = 2\n[[trials]]\nunits = 8\n'
+                    '[[trials]]\nunits = 16\nepochs = 3\n')  # fmt: skip
+    loaded = load_spec(path)
+    assert [(t.units, t.epochs) for t in loaded.trials] == [(8, 2), (16, 3)]
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict({"kind": "list", "trials": [{"units": -1}, 3, {"colour": 1}]})
+    message = str(err.value)
+    assert "trials[0]: invalid trial config: units" in message
+    assert "trials[1]: must be a table of settings" in message
+    assert "trials[2]: unknown trial config key(s) 'colour'" in message
+    with pytest.raises(ConfigError, match="trials: must be a non-empty list"):
+        spec_from_dict({"kind": "list", "trials": []})

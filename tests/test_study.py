@@ -70,6 +70,10 @@ def test_a_bad_study_file_stops_before_training(tmp_path: Path, npz_dir: Path, c
     err = capsys.readouterr().err
     assert "train: invalid trial config: units" in err and "grid:" in err
     assert not (tmp_path / "s").exists()
+    assert cli.main([*args[:-4], "--set", "confirm.seeds=1", "--set", "confirm.top=true"]) == 2
+    err = capsys.readouterr().err
+    assert "confirm.seeds: must be an integer from 2 to 10, got 1" in err
+    assert "confirm.top: must be an integer from 0 (no confirm stage) to 20, got True" in err
 
 
 def _check_confirm(results: Path) -> None:
