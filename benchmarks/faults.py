@@ -85,7 +85,9 @@ def _kill_worker(folder: Path, data: Path) -> tuple[bool, int]:
     spec, results = _spec(folder, epochs=6), folder / "results"
     _cli("sweep", spec, "--results", results, "--data-dir", data, "--plan-only", "--chunk", "2")
     hold = _hold(folder)  # the worker waits after its first epoch: killed mid-pack, always
-    worker = _start("run-chunk", results, "--index", "0", "--size", "2", env=_held(hold))
+    # A kill -9 gives no warning: only a save by time survives it; here every epoch's.
+    worker = _start("run-chunk", results, "--index", "0", "--size", "2", "--checkpoint-min", "0",
+                    env=_held(hold))  # fmt: skip
     _wait_for(lambda: any((results / "checkpoints").glob("*.npz")), worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
@@ -145,14 +147,14 @@ def _slurm(how: str) -> Callable[[Path, Path], tuple[bool, int]]:
              "--cluster-set", "partition='debug'", "--cluster-set", "cpus_per_task=1",
              "--cluster-set", "mem_gb=1.5", env=_held(hold))  # fmt: skip
         job = str(json.loads((results / "sweep.json").read_text())["submissions"][-1]["job_ids"][0])
-        _wait_for(lambda: any((results / "checkpoints").glob("*.npz")), None)
-        command = ["scancel", "--signal=USR2", job] if how == "preempt" else [
-            "scontrol", "requeue", job]  # fmt: skip
-        subprocess.run(command, check=True, env=ENV)
 
         def logs() -> str:
             return "".join(p.read_text() for p in (results / "submitit").rglob("*_log.*"))
 
+        _wait_for(lambda: "holding after epoch end" in logs(), None)
+        command = ["scancel", "--signal=USR2", job] if how == "preempt" else [
+            "scontrol", "requeue", job]  # fmt: skip
+        subprocess.run(command, check=True, env=ENV)
         _wait_for(lambda: "pack resumed after epoch" in logs(), None)
         hold.unlink()
         _cli("status", results, "--wait", "--interval", "1", check=False)

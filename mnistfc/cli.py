@@ -253,9 +253,11 @@ def _cmd_run_chunk(args: argparse.Namespace) -> int:
 
     if args.offset < 0:
         raise ConfigError(f"--offset must be >= 0, got {args.offset}")
-    outcome = run_planned_chunk(
-        args.results, args.offset + args.index, args.size, args.data_dir, pack=args.pack
-    )
+    if not 0 <= args.checkpoint_min < float("inf"):
+        raise ConfigError(f"--checkpoint-min must be a number >= 0, got {args.checkpoint_min}")
+    index, every = args.offset + args.index, 60.0 * args.checkpoint_min
+    outcome = run_planned_chunk(args.results, index, args.size, args.data_dir, pack=args.pack,
+                                checkpoint_s=every)  # fmt: skip
     for trial_id, status in outcome:
         print(f"{trial_id}: {status}")
     return 0

@@ -117,6 +117,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )  # fmt: skip
     run_chunk.add_argument("--size", type=int, required=True, help="trials per chunk")
     run_chunk.add_argument("--data-dir", default=None, help="default: the folder the plan recorded")
+    run_chunk.add_argument(
+        "--checkpoint-min", type=float, default=10.0,
+        help="a pack saves after training this long since its last save (0: every epoch); "
+             "it always saves on SIGTERM/SIGUSR2",
+    )  # fmt: skip
     _flag(
         run_chunk,
         "--pack",

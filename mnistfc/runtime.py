@@ -32,7 +32,8 @@ HOLD_ENV = "MNISTFC_HOLD_FILE"
 # Set by the CLI's --verbose (and inherited by its job processes): show TensorFlow's own logs.
 TF_LOGS_ENV = "MNISTFC_TF_LOGS"
 _stop = threading.Event()
-_epochs_saved = [0]
+_caught: list[int] = []  # the stop signals received inside stop_on_sigterm
+_epochs_ended = [0]
 # TensorFlow's C++ start-up lines that say nothing a user can act on: absl's preamble, INFO
 # and WARNING records (``I0000``/``W0000``) and the CPU-feature note's second line.
 _NOISE = re.compile(
@@ -154,29 +155,44 @@ def limit_threads(threads: int) -> None:
         log.debug("TensorFlow already initialised; thread settings unchanged")
 
 
+# What a scheduler sends before it ends a job: SIGTERM (scancel, requeue, a drain; KillWait
+# seconds before SIGKILL) and SIGUSR2 (submitit's --signal, before the time limit).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into a stop request that training honours at its next step boundary.
+    """Turn SIGTERM and SIGUSR2 into a stop request that training honours at its next step
+    boundary, saving its state first; then pass SIGUSR2 on.
 
-    SIGTERM is what ``scontrol requeue``, ``scancel`` and a node drain send, KillWait seconds
-    before SIGKILL. Saving at the next boundary instead of dying mid-epoch keeps the work
-    done so far, whatever KillWait the site sets. Outside the main thread (where Python
-    allows no handlers) this does nothing.
+    Saving at the next boundary instead of dying mid-epoch keeps the work done so far,
+    whatever KillWait the site sets; packs save by time, not every epoch, so this save is
+    what a timed-out or preempted task resumes from. A SIGUSR2 caught here is raised again
+    once the block ends, so the handler that was installed (submitit's: checkpoint and
+    requeue) still runs, after the save. Outside the main thread (where Python allows no
+    handlers) this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _stop.clear()
-    previous = signal.signal(signal.SIGTERM, _request_stop)
+    _caught.clear()
+    previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         _stop.clear()
+        if signal.SIGUSR2 in _caught:
+            _caught.clear()
+            signal.raise_signal(signal.SIGUSR2)
 
 
 def _request_stop(signum: int, _frame: Any) -> None:
-    log.warning("SIGTERM received: saving at the next step boundary, then stopping")
+    name = signal.Signals(signum).name
+    log.warning("%s received: saving at the next step boundary, then stopping", name)
+    _caught.append(signum)
     _stop.set()
 
 
@@ -188,10 +204,11 @@ def stop_requested() -> bool:
 def hold_point() -> None:
     """Wait while ``$MNISTFC_HOLD_FILE`` exists, unless a stop was requested (a test seam).
 
-    The file may hold a number N: the hold starts at the N-th epoch this process saves (so a
-    test can let a task's first pack finish and stop its second half-way); empty means 1.
+    Called at every epoch end, after any save. The file may hold a number N: the hold starts
+    at the N-th epoch this process ends (so a test can let a task's first pack finish and
+    stop its second half-way); empty means 1.
     """
-    _epochs_saved[0] += 1
+    _epochs_ended[0] += 1
     path = os.environ.get(HOLD_ENV)
     if not path or not os.path.exists(path):
         return
@@ -199,9 +216,9 @@ def hold_point() -> None:
         first = int(Path(path).read_text(encoding="utf-8").strip() or 1)
     except (OSError, ValueError):
         first = 1
-    if _epochs_saved[0] < first:
+    if _epochs_ended[0] < first:
         return
-    log.info("holding after saved epoch %d while %s exists", _epochs_saved[0], path)
+    log.info("holding after epoch end %d while %s exists", _epochs_ended[0], path)
     while os.path.exists(path) and not _stop.is_set():
         time.sleep(0.05)
 

@@ -138,6 +138,7 @@ def _task_spec(plan: SubmissionPlan, saved: Plan, task: Task) -> TaskSpec:
         packed=plan.packed,
         threads=plan.resources.threads,
         epoch_train_metrics=saved.spec.epoch_train_metrics,
+        checkpoint_s=60.0 * plan.profile.checkpoint_min,
     )
 
 
@@ -155,6 +156,7 @@ def run_planned_chunk(
     data_dir: str | None = None,
     *,
     pack: bool | None = None,
+    checkpoint_s: float = 600.0,
 ) -> list[tuple[str, str]]:
     """Run the ``index``-th chunk of ``size`` trials of a saved plan, in plan order, here.
 
@@ -184,5 +186,6 @@ def run_planned_chunk(
         packs=tuple(tuple(t.config for t in p) for task in packs for p in task),
         packed=pack,
         epoch_train_metrics=plan.spec.epoch_train_metrics,
+        checkpoint_s=checkpoint_s,
     )
     return run_task(task)

@@ -38,6 +38,7 @@ class TaskSpec:
     threads: int = 0  # TensorFlow threads for this process; 0 = TensorFlow's default
     devices: str | None = None  # CUDA_VISIBLE_DEVICES for this task (None: as inherited)
     epoch_train_metrics: bool = False  # the per-epoch pass over the training set (spec.py)
+    checkpoint_s: float = 600.0  # a pack saves after this long since its last save (engine)
 
     @property
     def n_trials(self) -> int:
@@ -180,7 +181,8 @@ def _train(
 
         log.info("pack of %d trial(s): %s", len(group), ", ".join(c.trial_id for c in group))
         return run_pack(group, dataset, task.results_dir, sweep=task.sweep, load_s=load_s,
-                        epoch_train_metrics=task.epoch_train_metrics)  # fmt: skip
+                        epoch_train_metrics=task.epoch_train_metrics,
+                        checkpoint_s=task.checkpoint_s)  # fmt: skip
     from mnistfc.train import run_trial
 
     log.info("trial %s: %s", group[0].trial_id, group[0])

@@ -203,9 +203,10 @@ def test_packed_and_keras_grids_agree_on_real_mnist(real_mnist_dir: Path) -> Non
         ), config
 
 
-def _stop_after(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int | None = None) -> None:
-    """Send this process a real SIGTERM once training reaches (epoch, step): the stop request
-    is honoured at the next boundary, as when SLURM requeues or cancels the task."""
+def _stop_after(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int | None = None,
+                signum: int = signal.SIGTERM) -> None:  # fmt: skip
+    """Send this process a real SIGTERM (or ``signum``) once training reaches (epoch, step):
+    the stop request is honoured at the next boundary, as when SLURM requeues or cancels."""
     seen = {"epoch": 0}
     real_permutations, real_steps = PackedModel.permutations, PackedModel.train_steps
 
@@ -216,7 +217,7 @@ def _stop_after(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int | None = 
     def train_steps(self: PackedModel, perms: object, start: int, stop: int) -> object:
         out = real_steps(self, perms, start, stop)
         if seen["epoch"] == epoch and (step is None or start == step):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
         return out
 
     monkeypatch.setattr(PackedModel, "permutations", permutations)
@@ -252,6 +253,41 @@ def test_a_stopped_pack_resumes_with_identical_numbers(
         assert b.metrics["best_epoch"] == a.metrics["best_epoch"]
         for split in ("train", "valid", "test"):
             assert b.metrics[split] == pytest.approx(a.metrics[split], rel=1e-6)
+
+
+def test_sigusr2_saves_the_pack_then_reaches_the_handler_it_found(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGUSR2 (submitit's time-limit and preemption signal) stops the pack at its next
+    boundary and saves it, then the handler installed before (submitit's: checkpoint and
+    requeue) runs, with the state already on disk, though no save was due by time."""
+    configs = [small(epochs=3)]
+    checkpoint = checkpoint_path(tmp_path, pack_id(configs))
+    handled: list[bool] = []
+    previous = signal.signal(signal.SIGUSR2, lambda *_: handled.append(checkpoint.exists()))
+    try:
+        with monkeypatch.context() as patched:
+            _stop_after(patched, epoch=1, step=0, signum=signal.SIGUSR2)
+            with pytest.raises(Interrupted, match="after epoch 1"):
+                run_pack(configs, dataset, tmp_path)
+        assert handled == [True]  # once, after the save
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.parametrize(("every", "saves"), [(0.0, 3), (1e9, 0)])
+def test_a_pack_saves_by_time_never_after_its_last_epoch(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: float, saves: int
+) -> None:
+    """Saving is due once ``checkpoint_s`` has passed since the last save: 0 saves at every
+    epoch end but the last (its shards follow at once), a long interval never."""
+    calls: list[int] = []
+    real = engine.save_state
+    monkeypatch.setattr(engine, "save_state", lambda path, arrays, state: (
+        calls.append(state.epoch), real(path, arrays, state))[1])  # fmt: skip
+    run_pack([small(epochs=4)], dataset, tmp_path, checkpoint_s=every)
+    assert calls == [1, 2, 3][:saves]
+    assert not list(checkpoint_path(tmp_path, "x").parent.glob("*.npz"))
 
 
 def test_an_unusable_checkpoint_is_ignored(

@@ -57,8 +57,11 @@ def test_a_killed_local_sweep_resumes_every_checkpoint_with_identical_numbers(
     hold = tmp_path / "hold"
     hold.write_text("3")  # each lane: pack 1 saves epochs 1 and 2 and ends; pack 2 holds
     env = {**os.environ, HOLD_ENV: str(hold), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # A SIGKILL gives no warning: only a save by time survives it; here every epoch's.
+    every_epoch = ["--cluster-set", "checkpoint_min=0"]
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "mnistfc", "sweep", str(spec), "--results", str(results), *args],
+        [sys.executable, "-m", "mnistfc", "sweep", str(spec), "--results", str(results), *args,
+         *every_epoch],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     checkpoints = results / "checkpoints"

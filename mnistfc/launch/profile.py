@@ -28,6 +28,9 @@ class ClusterProfile:
     chunk: int = 0  # trials per task; 0 = the backend's policy (one pack, or one lane)
     pack: bool = True  # trials sharing batch size and epochs train in one step
     pack_mb: float = DEFAULT_PACK_MB  # memory budget of one pack
+    # A pack saves its state after training this long since its last save (0: every epoch);
+    # it always saves when asked to stop (SIGTERM, SIGUSR2). Only a SIGKILL loses up to this.
+    checkpoint_min: float = 10.0
     timeout_min: int = 60  # per task
     max_parallel: int = 0  # local: processes at once; 0 = one per core (packed) or GPU
     # slurm (launch/slurm.py)
@@ -102,6 +105,11 @@ def _common_problems(p: ClusterProfile) -> list[str]:
     for key in ("mem_gb", "pack_mb"):
         if not is_positive_number(getattr(p, key)):
             problems.append(f"{key}: must be a finite number > 0, got {getattr(p, key)!r}")
+    if isinstance(p.checkpoint_min, bool) or not (
+        p.checkpoint_min == 0 or is_positive_number(p.checkpoint_min)
+    ):
+        problems.append(f"checkpoint_min: must be a finite number >= 0 (0: every epoch), "
+                        f"got {p.checkpoint_min!r}")  # fmt: skip
     if not isinstance(p.pack, bool):
         problems.append(f"pack: must be true or false, got {p.pack!r}")
     for key in ("partition", "account", "qos", "container"):
