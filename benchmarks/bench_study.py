@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import subprocess
 import sys
 import tempfile
@@ -46,12 +47,16 @@ def main() -> None:
                "--results", str(results), "--data-dir", args.data_dir]  # fmt: skip
     for item in args.set:
         command += ["--set", item]
+    blocks = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
     started = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - started
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr[-3000:]}")
-    print(f"mnistfc study jobs/study.toml: {wall:.1f} s wall (the whole process)\n")
+    # Block output of the study and its children, as GNU time counts it (512-byte blocks).
+    written = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock - blocks) * 512
+    print(f"mnistfc study jobs/study.toml: {wall:.1f} s wall (the whole process), "
+          f"{written / 1e9:.2f} GB written to disk\n")  # fmt: skip
 
     heads = ("trials", "epochs", "TFLOP", "eval %", "Adam GB", "FLOP s", "memory s", "wall s")
     print(f"{'part':8s} " + " ".join(f"{h:>7s}" for h in heads) + "  / bound")
