@@ -68,22 +68,27 @@ def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> N
 
 
 def _verdicts(table: pd.DataFrame) -> list[str]:
+    """Per search: is its winner better than its runners-up on new seeds, worse, or neither."""
     lines = []
     for source in dict.fromkeys(table["source"]):
         rows = confirm.records(table[table["source"] == source])
         winner, others = rows[0], rows[1:]
         if not others:
             continue
-        apart = sum(r["p_value"] < 0.05 for r in others)
+        apart = [r for r in others if r["p_value"] < 0.05]
+        better = [str(r["rank"]) for r in apart if r["winner_lead"] > 0]
+        worse = [str(r["rank"]) for r in apart if r["winner_lead"] < 0]
         best_mean = max(rows, key=lambda r: r["test_mean"])
-        verdict = ("stands out from all of them" if apart == len(others) else
-                   "cannot be told apart from " + ("any of them" if apart == 0 else
-                   f"{len(others) - apart} of them"))  # fmt: skip
+        verdict = (
+            f"better than {len(better)} (rank {', '.join(better) or '-'}), worse than "
+            f"{len(worse)} (rank {', '.join(worse) or '-'}), not told apart from "
+            f"{len(others) - len(apart)}"
+        )
         lines.append(
-            f"{source}: its winner (rank {winner['rank']}) scores "
-            f"{_mean_sd(winner['test_mean'], winner['test_sd'])} on test over new seeds and "
-            f"{verdict} (p < 0.05 against {apart} of {len(others)} runners-up); the best mean "
-            f"over seeds is rank {best_mean['rank']}'s, {best_mean['test_mean']:.4f}."
+            f"{source}: the winner (rank {winner['rank']}) scores "
+            f"{_mean_sd(winner['test_mean'], winner['test_sd'])} on test over new seeds. "
+            f"Against its {len(others)} runners-up (p < 0.05): {verdict}. The best mean over "
+            f"seeds is rank {best_mean['rank']}'s, {best_mean['test_mean']:.4f}."
         )
     return lines
 
@@ -105,9 +110,9 @@ def _differences(report: Report, root: Path, parts: list[str], table: pd.DataFra
                              f"{int(b['budget'])}", _points(gain), _sd(sd_test),
                              _ratio(gain, sd_test)])  # fmt: skip
             for r in known:
-                gap = r["valid_expected"] - r["test_expected"]
-                rows.append([f"random: selection optimism at N = {int(r['budget'])} "
-                             "(expected valid - test)", _points(gap), _sd(sd_test),
+                gap = r.get("optimism", float("nan"))
+                rows.append([f"random: what selecting on test flatters at N = "
+                             f"{int(r['budget'])} (optimism)", _points(gap), _sd(sd_test),
                              _ratio(gap, sd_test)])  # fmt: skip
     for r in confirm.records(table[table["winner_lead"].notna()]):
         lead = r["winner_lead"]
