@@ -148,8 +148,8 @@ def _train(
         model.keep_best(improved)
         state.fit_s = fit_before + time.perf_counter() - fit_start
         state.epoch_s.append(time.perf_counter() - tick)
-        last = epoch == epochs or state.all_diverged  # its shards follow: nothing to resume
-        if not last and time.perf_counter() - saved >= checkpoint_s:
+        ending = epoch == epochs or state.all_diverged  # its shards follow: nothing to resume
+        if not ending and time.perf_counter() - saved >= checkpoint_s:
             _save(checkpoint, model, state)
             saved = time.perf_counter()
         _beat(results_dir, pid, state, epochs)
