@@ -63,7 +63,9 @@ def test_a_full_disk_fails_trials_cleanly_and_a_rerun_finishes_them(
     mounts.append(point)
     spec = write_tiny_grid(tmp_path / "jobs")
     results = point / "grid"
-    assert _sweep(spec, results, npz_dir) == 1  # the trials could not write their shards
+    # Two epochs, saving every epoch: the first checkpoint overflows 64 KB, mid-pack.
+    two_epochs = ("--set", "base.epochs=2", "--cluster-set", "checkpoint_min=0")
+    assert _sweep(spec, results, npz_dir, *two_epochs) == 1
     out = capsys.readouterr().out
     assert "No space left on device" in out
     # Nothing half-written: every shard that exists reads back whole, and no temp file shows.
@@ -71,7 +73,7 @@ def test_a_full_disk_fails_trials_cleanly_and_a_rerun_finishes_them(
         assert read_shard(path)["status"] == "failed"
     assert not [p for p in shard_dir(results).iterdir() if p.name.endswith(".tmp")]
     _mount("-o", "remount,size=16m", str(point))
-    assert _sweep(spec, results, npz_dir, "--rerun-failed") == 0
+    assert _sweep(spec, results, npz_dir, *two_epochs, "--rerun-failed") == 0
     shards = [read_shard(p) for p in list_shards(results)]
     assert len(shards) == 4 and {s["status"] for s in shards} == {"completed"}
 
