@@ -119,17 +119,23 @@ def grid_table(frame: pd.DataFrame, rows: str, cols: str, value: str) -> pd.Data
     )
 
 
+def ranked(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return the usable trials with a validation accuracy, best first (ties: first by id):
+    the one order every selection (best trial, the confirm stage's top) reads."""
+    cells = usable(frame).dropna(subset=["valid_accuracy"])
+    return cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
+
+
 def best_trial(frame: pd.DataFrame) -> pd.Series | None:
     """Return the best trial by validation accuracy, with the tie rule applied.
 
     Trials tied on validation are one choice: the returned row is the first by id, its
     ``test_accuracy`` the mean over the tied trials and ``tied`` how many there were.
     """
-    cells = usable(frame).dropna(subset=["valid_accuracy"])
-    if cells.empty:
+    ordered = ranked(frame)
+    if ordered.empty:
         return None
-    ranked = cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
-    tied = ranked[ranked["valid_accuracy"] == ranked["valid_accuracy"].iloc[0]]
+    tied = ordered[ordered["valid_accuracy"] == ordered["valid_accuracy"].iloc[0]]
     best = tied.iloc[0].copy()
     best["test_accuracy"] = float(tied["test_accuracy"].mean())
     best["tied"] = len(tied)

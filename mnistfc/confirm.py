@@ -16,17 +16,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mnistfc.aggregate import load_results, scores, usable
+from mnistfc.aggregate import Results, load_results, ranked, scores
 from mnistfc.config import TrialConfig
 from mnistfc.estimators import permutation_p_value
-from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import final_result, shard_dir
 from mnistfc.records.schema import ROW_CONFIG_ORDER
 from mnistfc.spec import SweepSpec, list_spec
@@ -36,95 +35,80 @@ SOURCES = ("grid", "random")
 SETTINGS = ("units", "dropout", "activation", "learning_rate", "batch_size")
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A configuration a search ranked near its top, with the scores that put it there."""
-
-    source: str
-    rank: int
-    trial_id: str
-    config: TrialConfig
-    valid: float
-    test: float
-
-    def retrained(self, seeds: int) -> list[TrialConfig]:
-        """Return the configuration on ``seeds`` new seeds (1, 2, ..., skipping its own)."""
-        new = [s for s in range(1, seeds + 2) if s != self.config.seed][:seeds]
-        return [dataclasses.replace(self.config, seed=s) for s in new]
+def retrained(config: TrialConfig, seeds: int) -> list[TrialConfig]:
+    """Return the configuration on ``seeds`` new seeds (1, 2, ..., skipping its own)."""
+    new = [s for s in range(1, seeds + 2) if s != config.seed][:seeds]
+    return [dataclasses.replace(config, seed=s) for s in new]
 
 
-def candidates(root: str | os.PathLike[str], top: int) -> list[Candidate]:
-    """Return each search's ``top`` trials by validation accuracy (ties: first by id)."""
+def load_parts(root: str | os.PathLike[str], parts: Iterable[str]) -> dict[str, Results]:
+    """Read each part's shards once (parts without shards are left out)."""
+    return {p: load_results(Path(root) / p) for p in parts if shard_dir(Path(root) / p).is_dir()}
+
+
+def candidates(
+    root: str | os.PathLike[str], parts: Mapping[str, Results], top: int
+) -> list[TrialConfig]:
+    """Return each search's ``top`` trials' configs by validation accuracy."""
     chosen = []
-    for source in SOURCES:
-        folder = Path(root) / source
-        if not shard_dir(folder).is_dir():
-            continue
-        cells = usable(load_results(folder).frame).dropna(subset=["valid_accuracy"])
-        ranked = cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
-        for rank, row in enumerate(records(ranked.head(top)), 1):
-            result = final_result(folder, str(row["trial_id"]))
-            if result is None:  # read a moment ago: only a concurrent delete gets here
-                continue
-            scored = float(row["valid_accuracy"]), float(row["test_accuracy"])
-            chosen.append(Candidate(source, rank, result.trial_id, result.config, *scored))
+    for source in (s for s in SOURCES if s in parts):
+        for trial_id in ranked(parts[source].frame).head(top)["trial_id"]:
+            result = final_result(Path(root) / source, str(trial_id))
+            if result is not None:  # None: deleted since it was read
+                chosen.append(result.config)
     return chosen
 
 
-def confirm_spec(chosen: list[Candidate], seeds: int) -> SweepSpec | None:
+def confirm_spec(chosen: list[TrialConfig], seeds: int) -> SweepSpec | None:
     """Return the confirm stage's sweep: every candidate on its new seeds (None: nothing)."""
-    trials = [config for candidate in chosen for config in candidate.retrained(seeds)]
+    trials = [config for candidate in chosen for config in retrained(candidate, seeds)]
     return list_spec(NAME, trials) if trials else None
 
 
-def confirm_table(root: str | os.PathLike[str]) -> pd.DataFrame | None:
+def confirm_table(parts: Mapping[str, Results]) -> pd.DataFrame | None:
     """Return one row per retrained configuration and search that ranked it: its rank and
     scores there, and over its new seeds the mean and sd (ddof=1) of validation and test
     accuracy, the search winner's lead on test and its exact permutation p-value.
 
-    The confirm folder's plan says which configurations were retrained; their ranks are
-    read from the searches' shards. None when the folder has no plan or no results yet.
+    ``parts`` are the study's folders as read (``load_parts``). The confirm folder's plan
+    says which configurations were retrained; their ranks come from the searches' shards.
+    None when the confirm folder has no plan or no results yet.
     """
-    folder = Path(root) / NAME
-    if not has_plan(folder):
+    confirmed = parts.get(NAME)
+    if confirmed is None or confirmed.plan is None or confirmed.frame.empty:
         return None
     groups: dict[tuple[Any, ...], list[str]] = {}
-    for trial in load_plan(folder).spec.trials:
+    for trial in confirmed.plan.spec.trials:
         groups.setdefault(_settings_key(dataclasses.asdict(trial)), []).append(trial.trial_id)
-    drawn = scores(load_results(folder).frame)
+    drawn = scores(confirmed.frame)
     rows = []
-    for source in SOURCES:
-        if not shard_dir(Path(root) / source).is_dir():
-            continue
-        cells = usable(load_results(Path(root) / source).frame).dropna(subset=["valid_accuracy"])
-        ranked = cells.sort_values(["valid_accuracy", "trial_id"], ascending=[False, True])
+    for source in (s for s in SOURCES if s in parts):
         seen: set[tuple[Any, ...]] = set()
-        for rank, row in enumerate(records(ranked), 1):
+        winner: np.ndarray | None = None
+        for rank, row in enumerate(records(ranked(parts[source].frame)), 1):
             key = _settings_key(row)
             if key not in groups or key in seen:
                 continue
             seen.add(key)
             done = drawn.loc[drawn.index.intersection(groups[key])]
+            tests = done["test"].to_numpy()
+            lead, p_value = math.nan, math.nan
+            if winner is None:
+                winner = tests
+            else:
+                lead = float(np.mean(winner) - np.mean(tests))
+                p_value = permutation_p_value(winner, tests)
             rows.append({
                 "source": source, "rank": rank, "trial_id": row["trial_id"],
                 **{k: row[k] for k in SETTINGS},
                 "search_valid": row["valid_accuracy"], "search_test": row["test_accuracy"],
                 "seeds": len(done), "valid_mean": done["valid"].mean(),
                 "valid_sd": _sd(done["valid"]), "test_mean": done["test"].mean(),
-                "test_sd": _sd(done["test"]), "tests": done["test"].to_numpy(),
+                "test_sd": _sd(done["test"]), "winner_lead": lead, "p_value": p_value,
             })  # fmt: skip
             if len(seen) == len(groups):
                 break
-    if not rows or not len(drawn):
-        return None
-    table = pd.DataFrame(rows)
-    leads, p_values = [], []
-    for row in records(table):
-        same = table[table["source"] == row["source"]]
-        winner, first = same.iloc[0]["tests"], row["rank"] == same["rank"].min()
-        leads.append(math.nan if first else float(np.mean(winner) - np.mean(row["tests"])))
-        p_values.append(math.nan if first else permutation_p_value(winner, row["tests"]))
-    return table.drop(columns="tests").assign(winner_lead=leads, p_value=p_values)
+    return pd.DataFrame(rows) if rows else None
 
 
 def seed_sd(table: pd.DataFrame, split: str = "test") -> float:
@@ -135,15 +119,14 @@ def seed_sd(table: pd.DataFrame, split: str = "test") -> float:
     return float(np.sqrt(variances.mean())) if len(variances) else math.nan
 
 
-def cost_share(root: str | os.PathLike[str], parts: list[str]) -> tuple[float, float]:
-    """Return the confirm stage's trial seconds and the whole study's (every part's shards:
-    each trial's share of its pack, as results.csv's ``total_s``)."""
-    seconds = {}
-    for part in {*parts, NAME, "train"}:
-        folder = Path(root) / part
-        if shard_dir(folder).is_dir():
-            seconds[part] = float(pd.to_numeric(load_results(folder).frame.get(
-                "total_s", pd.Series(dtype=float)), errors="coerce").sum())  # fmt: skip
+def cost_share(parts: Mapping[str, Results]) -> tuple[float, float]:
+    """Return the confirm stage's trial seconds and the whole study's (every part read: each
+    trial's share of its pack, as results.csv's ``total_s``)."""
+    seconds = {
+        name: float(pd.to_numeric(results.frame["total_s"], errors="coerce").sum())
+        for name, results in parts.items()
+        if "total_s" in results.frame
+    }
     return seconds.get(NAME, 0.0), sum(seconds.values())
 
 

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mnistfc import confirm
-from mnistfc.aggregate import best_trial, load_results, usable
+from mnistfc.aggregate import Results, best_trial, ranked
 from mnistfc.atomic import atomic_write_text
-from mnistfc.records import shard_dir
+from mnistfc.estimators import Z_95
 from mnistfc.render import Report
 from mnistfc.section import paired_near
 
-Z_95 = 1.96
 _SETTING_HEADERS = ("units", "dropout", "act.", "lr", "batch")
 
 
 def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> None:
     """The retrained winners' table, whether each search's winner stands out, the pooled seed
     sd beside the study's differences, and what the stage cost."""
-    table = confirm.confirm_table(root)
+    loaded = confirm.load_parts(root, {*parts, confirm.NAME, "train"})
+    table = confirm.confirm_table(loaded)
     if table is None:
         return
     out = root / confirm.NAME / "report"
@@ -57,8 +58,8 @@ def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> N
              f"by sd {100 * math.sqrt(2) * sd_test:.2f} points.")  # fmt: skip
     report.add("p", noise)
     report.text.append(noise)
-    _differences(report, root, parts, table, sd_test, sd_valid, fmt)
-    spent, total = confirm.cost_share(root, parts)
+    _differences(report, loaded, table, sd_test, sd_valid, fmt)
+    spent, total = confirm.cost_share(loaded)
     if total > 0:
         cost = (f"Cost: the confirm stage's trials took {spent / 60:.1f} min of trial time "
                 f"(each trial's share of its pack), {100 * spent / total:.1f}% of the "
@@ -93,15 +94,15 @@ def _verdicts(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _differences(report: Report, root: Path, parts: list[str], table: pd.DataFrame,
+def _differences(report: Report, parts: Mapping[str, Results], table: pd.DataFrame,
                  sd_test: float, sd_valid: float, fmt: str) -> None:  # fmt: skip
     """Each difference a conclusion rests on, beside the seed sd of the quantity it compares."""
     rows: list[list[str]] = []
     grid_note = ""
-    if "grid" in parts and shard_dir(root / "grid").is_dir():
-        rows, grid_note = _grid_rows(root / "grid", sd_valid)
-    if "random" in parts and shard_dir(root / "random").is_dir():
-        budget = load_results(root / "random").budget_table()
+    if "grid" in parts:
+        rows, grid_note = _grid_rows(parts["grid"], sd_valid)
+    if "random" in parts:
+        budget = parts["random"].budget_table()
         if budget is not None and "test_expected" in budget:
             known = confirm.records(budget.dropna(subset=["test_expected"]))
             for a, b in itertools.pairwise(known):
@@ -132,16 +133,14 @@ def _differences(report: Report, root: Path, parts: list[str], table: pd.DataFra
         report.text.append(grid_note)
 
 
-def _grid_rows(folder: Path, sd_valid: float) -> tuple[list[list[str]], str]:
+def _grid_rows(results: Results, sd_valid: float) -> tuple[list[list[str]], str]:
     """The best cell's lead over the next, and the cells within noise of the best once seed
     noise joins McNemar's test (a cell is near when either cannot tell it apart)."""
-    results = load_results(folder)
-    cells = usable(results.frame).dropna(subset=["valid_accuracy"])
+    cells = ranked(results.frame)
     best = best_trial(results.frame)
     if best is None or len(cells) < 2:
         return [], ""
-    ranked = cells.sort_values("valid_accuracy", ascending=False)["valid_accuracy"].to_numpy()
-    lead = float(ranked[0] - ranked[1])
+    lead = float(cells["valid_accuracy"].iloc[0] - cells["valid_accuracy"].iloc[1])
     ids = dict(zip(cells["trial_id"], cells["trial_id"], strict=True))
     paired = paired_near(results, ids, best)
     seed_gap = Z_95 * math.sqrt(2) * sd_valid

@@ -12,6 +12,7 @@ from typing import Any
 from mnistfc import __version__
 from mnistfc.config import DATASETS, TrialConfig
 from mnistfc.launch import EXECUTORS
+from mnistfc.runtime import CHECKPOINT_MIN
 
 _PY_TYPES = {"int": int, "float": float, "str": str}
 
@@ -118,7 +119,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     run_chunk.add_argument("--size", type=int, required=True, help="trials per chunk")
     run_chunk.add_argument("--data-dir", default=None, help="default: the folder the plan recorded")
     run_chunk.add_argument(
-        "--checkpoint-min", type=float, default=10.0,
+        "--checkpoint-min", type=float, default=CHECKPOINT_MIN,
         help="a pack saves after training this long since its last save (0: every epoch); "
              "it always saves on SIGTERM/SIGUSR2",
     )  # fmt: skip

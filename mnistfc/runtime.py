@@ -31,8 +31,11 @@ EVAL_BATCH = 2048
 HOLD_ENV = "MNISTFC_HOLD_FILE"
 # Set by the CLI's --verbose (and inherited by its job processes): show TensorFlow's own logs.
 TF_LOGS_ENV = "MNISTFC_TF_LOGS"
+# A pack's default save interval (profile ``checkpoint_min``, ``run-chunk --checkpoint-min``):
+# what a node failure, which gives no warning, may cost it.
+CHECKPOINT_MIN = 10.0
 _stop = threading.Event()
-_caught: list[int] = []  # the stop signals received inside stop_on_sigterm
+_caught: list[int] = []  # the stop signals received inside stop_on_signals
 _epochs_ended = [0]
 # TensorFlow's C++ start-up lines that say nothing a user can act on: absl's preamble, INFO
 # and WARNING records (``I0000``/``W0000``) and the CPU-feature note's second line.
@@ -161,7 +164,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
 @contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
+def stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGUSR2 into a stop request that training honours at its next step
     boundary, saving its state first; then pass SIGUSR2 on.
 
@@ -197,7 +200,7 @@ def _request_stop(signum: int, _frame: Any) -> None:
 
 
 def stop_requested() -> bool:
-    """Return whether this process was asked to stop (see ``stop_on_sigterm``)."""
+    """Return whether this process was asked to stop (see ``stop_on_signals``)."""
     return _stop.is_set()
 
 

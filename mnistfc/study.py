@@ -108,19 +108,20 @@ def plan_confirm(
 ) -> Any:
     """Plan the confirm stage from the searches' shards (None: off, or no candidates yet)."""
     from mnistfc import sweep
-    from mnistfc.confirm import candidates, confirm_spec
+    from mnistfc.confirm import SOURCES, candidates, confirm_spec, load_parts
 
     if not study.confirm.top:
         return None
-    spec = confirm_spec(candidates(results_dir, study.confirm.top), study.confirm.seeds)
+    searches = load_parts(results_dir, SOURCES)
+    spec = confirm_spec(candidates(results_dir, searches, study.confirm.top), study.confirm.seeds)
     if spec is None:
         return None
     folder = Path(results_dir) / CONFIRM
     if has_plan(folder) and load_plan(folder).spec.spec_hash != spec.spec_hash:
         raise ConfigError(
             f"{folder} retrained other configurations than the searches' top "
-            f"{study.confirm.top} now are (their results changed since); remove {folder} to "
-            "confirm the new ones"
+            f"{study.confirm.top} on {study.confirm.seeds} seeds are now (their results or "
+            f"the [confirm] settings changed since); remove {folder} to confirm these"
         )
     return sweep.plan_submission(spec, profile, folder, data_dir=data_dir)
 

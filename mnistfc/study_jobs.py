@@ -108,7 +108,7 @@ def submit_study(
         searches += jobs.parts.get(name, [])
     waits += searches
     if study.confirm.top:
-        waits += _submit_confirm(study, plans, results, profile, jobs, searches)
+        waits += _submit_confirm(study, plans, results, profile, jobs, searches, before)
     if not waits:  # every part is done: just report, here (a second's work)
         from mnistfc.report import write_study_report
 
@@ -133,12 +133,12 @@ def _submit_confirm(
     profile: ClusterProfile,
     jobs: StudyJobs,
     searches: list[str],
+    before: StudyJobs | None,
 ) -> list[str]:
     """Submit the confirm stage; return its job ids. While the searches run, one job after
     them plans and trains it; once they are done, it is planned here, as an array."""
     from mnistfc.study import CONFIRM, confirm_job, plan_confirm
 
-    before = load_study_jobs(results)
     data_dir = plans[0][1].data_dir if plans else None
     live = _live(profile.executor, before.parts.get(CONFIRM, [])) if before else []
     if live:

@@ -38,7 +38,7 @@ class TaskSpec:
     threads: int = 0  # TensorFlow threads for this process; 0 = TensorFlow's default
     devices: str | None = None  # CUDA_VISIBLE_DEVICES for this task (None: as inherited)
     epoch_train_metrics: bool = False  # the per-epoch pass over the training set (spec.py)
-    checkpoint_s: float = 600.0  # a pack saves after this long since its last save (engine)
+    checkpoint_s: float = 60.0 * runtime.CHECKPOINT_MIN  # a pack's save interval (engine)
 
     @property
     def n_trials(self) -> int:

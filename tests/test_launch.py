@@ -116,3 +116,6 @@ def test_plan_only_prints_one_sbatch_line_per_array_with_its_chunk_offset(
         cli.main(["run-chunk", str(results), "--index", "1", "--offset", "6", "--size", "1"]) == 0
     )
     assert len(list((results / "shards").glob("*.json"))) == 1
+    argv = ["run-chunk", str(results), "--index", "0", "--size", "1", "--checkpoint-min", "-1"]
+    assert cli.main(argv) == 2
+    assert "--checkpoint-min must be a number >= 0, got -1.0" in capsys.readouterr().err

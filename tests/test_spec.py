@@ -114,6 +114,10 @@ def test_cluster_profiles() -> None:
     message = str(err.value)
     for fragment in ("unknown key(s) ['gpu']", "'pbs' is not one of", "cpus_per_task", "mem_gb"):
         assert fragment in message
+    assert load_profile(None, ["checkpoint_min=0"]).checkpoint_min == 0  # every epoch
+    for bad in ("-1", "true", "'ten'", "inf"):
+        with pytest.raises(ConfigError, match="checkpoint_min: must be a finite number >= 0"):
+            load_profile(None, [f"checkpoint_min={bad}"])
 
 
 def test_a_list_spec_holds_explicit_trials_and_reads_back_from_its_plan_form(

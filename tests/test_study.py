@@ -62,6 +62,13 @@ def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Pa
     mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")}
     assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
     assert {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")} == mtimes
+    # other [confirm] settings than the folder was confirmed with: one clear error, no training
+    capsys.readouterr()
+    assert cli.main([*study_args(results, npz_dir, valid_size=28), "--set", "confirm.seeds=3"]) == 2
+    err = capsys.readouterr().err
+    assert "retrained other configurations than the searches' top 2 on 3 seeds" in err
+    assert f"remove {results / 'confirm'}" in err
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")} == mtimes
 
 
 def test_a_bad_study_file_stops_before_training(tmp_path: Path, npz_dir: Path, capsys) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mnistfc.errors import ConfigError
 from mnistfc.launch.container import RUNTIMES
+from mnistfc.runtime import CHECKPOINT_MIN
 from mnistfc.spec import apply_overrides, format_problems, read_toml
 
 DEFAULT_PACK_MB = 1024.0
@@ -30,7 +31,7 @@ class ClusterProfile:
     pack_mb: float = DEFAULT_PACK_MB  # memory budget of one pack
     # A pack saves its state after training this long since its last save (0: every epoch);
     # it always saves when asked to stop (SIGTERM, SIGUSR2). Only a SIGKILL loses up to this.
-    checkpoint_min: float = 10.0
+    checkpoint_min: float = CHECKPOINT_MIN
     timeout_min: int = 60  # per task
     max_parallel: int = 0  # local: processes at once; 0 = one per core (packed) or GPU
     # slurm (launch/slurm.py)

@@ -48,7 +48,7 @@ ENGINE = "packed-v1"
 # is answered within this many steps; a call costs well under a millisecond.
 SEGMENT_STEPS = 64
 # Work a node failure (SIGKILL, no warning) may cost a pack; stops that warn always save.
-CHECKPOINT_S = 600.0
+CHECKPOINT_S = 60.0 * runtime.CHECKPOINT_MIN
 
 
 def run_pack(
@@ -80,7 +80,7 @@ def run_pack(
     pid = pack_id(configs)
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     try:
-        with runtime.stop_on_sigterm():
+        with runtime.stop_on_signals():
             results = _train(configs, dataset, results_dir, pid, sweep=sweep, load_s=load_s,
                              epoch_train_metrics=epoch_train_metrics,
                              checkpoint_s=checkpoint_s)  # fmt: skip
@@ -149,7 +149,8 @@ def _train(
         state.fit_s = fit_before + time.perf_counter() - fit_start
         state.epoch_s.append(time.perf_counter() - tick)
         ending = epoch == epochs or state.all_diverged  # its shards follow: nothing to resume
-        if not ending and time.perf_counter() - saved >= checkpoint_s:
+        due = not ending and time.perf_counter() - saved >= checkpoint_s
+        if due:
             _save(checkpoint, model, state)
             saved = time.perf_counter()
         _beat(results_dir, pid, state, epochs)
@@ -162,7 +163,8 @@ def _train(
             break
         runtime.hold_point()
         if runtime.stop_requested() and epoch < epochs:
-            _save(checkpoint, model, state)
+            if not due:  # saved a moment ago otherwise
+                _save(checkpoint, model, state)
             raise Interrupted(f"pack stopped on request after epoch {epoch}; state saved")
     fit_s = state.fit_s
     eval_start = time.perf_counter()
