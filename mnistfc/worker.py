@@ -49,11 +49,13 @@ class TaskSpec:
 def run_task(task: TaskSpec) -> list[tuple[str, str]]:
     """Run each pack's unfinished trials; return (trial id, outcome) for every trial.
 
-    Each trial is claimed first (``claims.py``): one that another live worker holds is left
-    to it, so two sweeps on one results folder never run a trial twice; once this task's
-    own packs are done it waits for those and runs whatever their holder left unfinished.
-    A failing pack does not stop the others; if any failed, TaskFailed is raised at the
-    end, so the array task is reported as failed by submitit and SLURM.
+    Each trial is claimed first (``claims.py``), so two sweeps on one results folder never
+    run a trial twice. A pack runs only whole: if another live worker holds any of its
+    trials, the pack is put off until this task's other packs are done, then its claims are
+    awaited and it runs minus what the holder finished: never a new mix of trials from
+    several packs, so an unchanged pack keeps its id and finds its checkpoint. A failing
+    pack does not stop the others; if any failed, TaskFailed is raised at the end, so the
+    array task is reported as failed by submitit and SLURM.
     """
     if task.devices is not None:  # before TensorFlow starts: it reads the variable once
         os.environ["CUDA_VISIBLE_DEVICES"] = task.devices
@@ -71,31 +73,22 @@ def run_task(task: TaskSpec) -> list[tuple[str, str]]:
     failures: list[str] = []
     claims = Claims(task.results_dir)
     try:
-        elsewhere: list[TrialConfig] = []
+        put_off: list[tuple[TrialConfig, ...]] = []
         for pack in task.packs:
-            mine = []
-            for config in pack:
-                status = _claim(task, claims, config)
-                if status == "elsewhere":
-                    elsewhere.append(config)
-                elif status == "claimed":
-                    mine.append(config)
-                else:
-                    outcome.append((config.trial_id, status))
-            if mine:
-                failures += _run_pack(task, mine, claims, datasets, outcome, clock)
-        # Trials another worker held: wait for it, then run what it did not finish (it may
-        # have died), so this task ends only when all of its trials are done.
-        leftover = []
-        for config in elsewhere:
-            claims.claim(config.trial_id, wait=True)
-            if _has_result(task, config):
-                claims.release(config.trial_id)
-                outcome.append((config.trial_id, "done elsewhere"))
-            else:
-                leftover.append(config)
-        if leftover:
-            failures += _run_pack(task, leftover, claims, datasets, outcome, clock)
+            todo = _claim_pack(task, claims, pack)
+            if todo is None:
+                put_off.append(pack)
+                continue
+            outcome += [(c.trial_id, "skipped") for c in pack if c not in todo]
+            if todo:
+                failures += _run_pack(task, todo, claims, datasets, outcome, clock)
+        # Packs with a trial held elsewhere: wait for the holder (it may die, or finish only
+        # part of a pack it planned otherwise), so this task ends only when all are done.
+        for pack in put_off:
+            todo = _await_pack(task, claims, pack)
+            outcome += [(c.trial_id, "done elsewhere") for c in pack if c not in todo]
+            if todo:
+                failures += _run_pack(task, todo, claims, datasets, outcome, clock)
     finally:
         claims.release_all()
         datasets.close()
@@ -117,18 +110,43 @@ def _has_result(task: TaskSpec, config: TrialConfig) -> bool:
     return final_result(task.results_dir, config.trial_id, rerun_failed=True) is not None
 
 
-def _claim(task: TaskSpec, claims: Claims, config: TrialConfig) -> str:
-    # The first look saves a lock file per finished trial; the second closes the race of a
-    # trial finishing between that look and the claim.
-    if _has_result(task, config):
-        return "skipped"
-    if not claims.claim(config.trial_id):  # another sweep's worker runs it right now
-        log.info("trial %s is claimed by another worker; waiting for it", config.trial_id)
-        return "elsewhere"
-    if _has_result(task, config):
-        claims.release(config.trial_id)
-        return "skipped"
-    return "claimed"
+def _claim_pack(
+    task: TaskSpec, claims: Claims, pack: tuple[TrialConfig, ...]
+) -> list[TrialConfig] | None:
+    """Claim a pack's unfinished trials; None (nothing held) if another worker holds one."""
+    todo: list[TrialConfig] = []
+    for config in pack:
+        # The first look saves a lock file per finished trial; the second closes the race
+        # of a trial finishing between that look and the claim.
+        if _has_result(task, config):
+            continue
+        if not claims.claim(config.trial_id):
+            log.info("trial %s is claimed by another worker; its pack of %d waits for it",
+                     config.trial_id, len(pack))  # fmt: skip
+            for mine in todo:
+                claims.release(mine.trial_id)
+            return None
+        if _has_result(task, config):
+            claims.release(config.trial_id)
+            continue
+        todo.append(config)
+    return todo
+
+
+def _await_pack(task: TaskSpec, claims: Claims, pack: tuple[TrialConfig, ...]) -> list[TrialConfig]:
+    """Wait for every claim of a pack, then return its trials that have no result yet.
+
+    Claims are taken in trial-id order, the same in every worker, so two workers waiting on
+    each other's trials cannot deadlock.
+    """
+    todo = []
+    for config in sorted(pack, key=lambda c: c.trial_id):
+        claims.claim(config.trial_id, wait=True)
+        if _has_result(task, config):
+            claims.release(config.trial_id)
+        else:
+            todo.append(config)
+    return [c for c in pack if c in todo]  # in the planned order
 
 
 def _run_pack(
@@ -161,7 +179,7 @@ def _run_pack(
             results = _train(task, group, dataset, load_s)
         except Interrupted:
             raise  # state saved; the requeued or rerun task resumes it
-        except Exception as exc:  # the engine wrote failed shards; go on with the task
+        except Exception as exc:  # the engines write failed shards; go on with the task
             failures += [f"{c.trial_id}: {type(exc).__name__}: {exc}" for c in group]
             outcome += [(c.trial_id, "failed") for c in group]
             continue

@@ -182,9 +182,14 @@ def test_an_exception_writes_failed_shards_for_the_whole_pack(
     assert all(r["status"] == "failed" and "MemoryError" in r["error"] for r in records)
 
 
-def test_trials_that_cannot_share_a_step_are_refused(dataset) -> None:
+def test_trials_that_cannot_share_a_step_are_refused_with_failed_shards(
+    dataset, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="one batch size"):
-        run_pack([small(batch_size=32), small(batch_size=64)], dataset)
+        run_pack([small(batch_size=32), small(batch_size=64)], dataset, tmp_path)
+    records = [read_shard(p) for p in list_shards(tmp_path)]
+    assert len(records) == 2  # the worker reports each trial failed: its shard says why
+    assert all(r["status"] == "failed" and "one batch size" in r["error"] for r in records)
 
 
 @pytest.mark.slow

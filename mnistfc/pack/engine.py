@@ -75,11 +75,11 @@ def run_pack(
     other exception writes a ``failed`` shard for every trial of the pack and is re-raised.
     """
     configs = list(configs)
-    _check_pack(configs, dataset)
     started, started_at = time.perf_counter(), utc_now()
     pid = pack_id(configs)
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     try:
+        _check_pack(configs, dataset)  # inside: a pack refused gets failed shards too
         with runtime.stop_on_signals():
             results = _train(configs, dataset, results_dir, pid, sweep=sweep, load_s=load_s,
                              epoch_train_metrics=epoch_train_metrics,
