@@ -4,7 +4,9 @@ Local lanes are balanced and ETAs computed from `pack.planner.trial_cost`, whose
 are a fit of this benchmark: per trial-step, a fixed cost (its group's ops), Adam's pass over
 its parameters, and the batch's FLOPs per parameter; per trial, building and tracing its
 ops. This runs packs of several shapes single-threaded, as a lane does, prints each step
-time beside the planner's prediction, then the constants fitted here beside the planner's.
+time beside the planner's prediction and the ops a step dispatches (nodes of the compiled
+loop's body as traced; each costs ~1 us on a CPU and a kernel launch on a GPU), then the
+constants fitted here beside the planner's.
 A machine where the ratios stray far (say beyond 1.5x) balances its lanes less well.
 
     python benchmarks/bench_step.py --data-dir ../shared/data
@@ -50,7 +52,10 @@ def main() -> None:
     PackedModel([TrialConfig()], dataset).evaluate("valid")  # TensorFlow's one-off start-up
 
     rows, seconds, traced = [], [], []
-    print("batch groups units | ms/step measured  planner  planner/measured | trace s/trial")
+    print(
+        "batch groups units | ms/step measured  planner  planner/measured | trace s/trial | "
+        "ops/step"
+    )
     for batch, groups, units in SHAPES:
         configs = [
             TrialConfig(
@@ -85,7 +90,8 @@ def main() -> None:
         )
         print(
             f"{batch:5d} {groups:6d} {units or 'mixed':>5} | {step_s * 1e3:16.3f} "
-            f"{predicted * 1e3:8.3f} {predicted / step_s:17.2f}x | {traced[-1]:.2f}"
+            f"{predicted * 1e3:8.3f} {predicted / step_s:17.2f}x | {traced[-1]:13.2f} | "
+            f"{ops_per_step(model)}"
         )
 
     # Least squares on relative error: small packs matter as much as big ones.
@@ -101,6 +107,12 @@ def main() -> None:
         f"second line: Adam's pass {28 / fit[1] / 1e9:.1f} GB/s, "
         f"FLOPs {6 / fit[2] / 1e9:.0f} GFLOP/s on one core"
     )
+
+
+def ops_per_step(model: object) -> int:
+    """Return the nodes of the training loop's body: the ops one step dispatches."""
+    graph = model._train_steps.get_concrete_function().graph.as_graph_def()  # type: ignore[attr-defined]
+    return max(len(f.node_def) for f in graph.library.function if "while_body" in f.signature.name)
 
 
 if __name__ == "__main__":

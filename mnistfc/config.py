@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mnistfc.errors import ConfigError
+from mnistfc.errors import ConfigError, format_problems
 
 DATASETS = ("mnist", "fashion_mnist")
 VALID_SPLITS = ("exercise", "stratified")
@@ -55,7 +55,7 @@ class TrialConfig:
                     problems.append(f"{field.name}: expected float, got an integer too large")
         problems = problems or _type_problems(self) or _value_problems(self)
         if problems:
-            raise ConfigError(_format_problems("invalid trial config", problems))
+            raise ConfigError(format_problems("invalid trial config", problems))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
@@ -122,9 +122,3 @@ def _value_problems(cfg: TrialConfig) -> list[str]:
     if not (0 <= cfg.seed < 2**32):
         problems.append(f"seed: must be in [0, 2**32), got {cfg.seed}")
     return problems
-
-
-def _format_problems(what: str, problems: list[str]) -> str:
-    if len(problems) == 1:
-        return f"{what}: {problems[0]}"
-    return f"{what} ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems)

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def format_problems(where: str, problems: list[str]) -> str:
+    """One message for every problem found at once: a user fixes a file in one pass."""
+    if len(problems) == 1:
+        return f"{where}: {problems[0]}"
+    return f"{where} ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems)
+
+
 class MnistfcError(Exception):
     """A failure the user can fix; the CLI prints its message and exits non-zero."""
 

@@ -15,7 +15,7 @@ from mnistfc.budget_section import random_section
 from mnistfc.confirm_section import confirm_section
 from mnistfc.errors import MnistfcError
 from mnistfc.plan import has_plan, load_plan
-from mnistfc.records import Status, list_shards, read_result, shard_dir
+from mnistfc.records import Status, list_shards, read_result
 from mnistfc.render import Report, cell, render
 from mnistfc.section import grid_section
 
@@ -233,7 +233,7 @@ def _wall_s(results_dir: str | os.PathLike[str], frame: pd.DataFrame) -> float:
     Shards written before those keys existed fall back to the file's modification time,
     which is when the trial (or its pack) ended, minus its elapsed time.
     """
-    ends = {p.stem: p.stat().st_mtime for p in shard_dir(results_dir).glob("*.json")}
+    ends = {p.stem: p.stat().st_mtime for p in list_shards(results_dir)}
     starts, stops = [], []
     columns = [frame.get(c, pd.Series([None] * len(frame), dtype=object)) for c in
                ("trial_id", "elapsed_s", "started_at", "finished_at")]  # fmt: skip

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-from mnistfc.errors import ConfigError
+from mnistfc.errors import ConfigError, format_problems
 
 KINDS = ("grid", "random", "list")
 PROTOCOLS = ("repeats", "pool")
@@ -288,9 +288,3 @@ def _random_settings(data: Mapping[str, Any], problems: list[str]) -> dict[str, 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def format_problems(where: str, problems: list[str]) -> str:
-    if len(problems) == 1:
-        return f"{where}: {problems[0]}"
-    return f"{where} ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems)

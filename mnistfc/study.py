@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.config import TrialConfig
-from mnistfc.errors import ConfigError
+from mnistfc.errors import ConfigError, format_problems
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import final_result
@@ -76,7 +76,7 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
             problems.append(f"{name}: {exc}")
     confirm = _confirm_settings(data.get(CONFIRM, {}), problems)
     if problems:
-        raise ConfigError(f"{path}:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise ConfigError(format_problems(str(path), problems))
     return StudySpec(train=train, sweeps=tuple(sweeps), confirm=confirm)
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistfc.errors import ConfigError
+from mnistfc.errors import ConfigError, format_problems
 from mnistfc.launch.container import RUNTIMES
 from mnistfc.runtime import CHECKPOINT_MIN
-from mnistfc.spec import apply_overrides, format_problems, read_toml
+from mnistfc.spec import apply_overrides, read_toml
 
 DEFAULT_PACK_MB = 1024.0
 
