@@ -1,25 +1,72 @@
 """mnistfc: hyperparameter studies of small fully connected networks as SLURM batch jobs.
 
-The Python API (for notebooks) is ``train_model``, ``run_sweep`` and ``load_results``;
-the command line is ``mnistfc --help``.
+The Python API (for notebooks) is ``train_model``, ``run_sweep``, ``run_study``, ``status``
+and ``load_results``; the command line is ``mnistfc --help``. The types they return are
+exported too, for annotations; those that need pandas load on first use.
 """
 
 from __future__ import annotations
 
-from mnistfc.api import load_results, run_sweep, train_model
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mnistfc.api import (
+    Executor,
+    SweepRun,
+    load_results,
+    run_study,
+    run_sweep,
+    status,
+    train_model,
+)
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError, DataError, MnistfcError, ShardError
 
+if TYPE_CHECKING:
+    from mnistfc.aggregate import Results
+    from mnistfc.plan import Submission
+    from mnistfc.progress import SweepStatus
+    from mnistfc.records import TrialResult
+    from mnistfc.render import Report
+    from mnistfc.study_jobs import StudyJobs
+
 __version__ = "0.1.0"
+
+# Return types, imported when first asked for: `import mnistfc` stays free of pandas.
+_LAZY = {
+    "Report": "mnistfc.render",
+    "Results": "mnistfc.aggregate",
+    "StudyJobs": "mnistfc.study_jobs",
+    "Submission": "mnistfc.plan",
+    "SweepStatus": "mnistfc.progress",
+    "TrialResult": "mnistfc.records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mnistfc' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
     "DataError",
+    "Executor",
     "MnistfcError",
+    "Report",
+    "Results",
     "ShardError",
+    "StudyJobs",
+    "Submission",
+    "SweepRun",
+    "SweepStatus",
     "TrialConfig",
+    "TrialResult",
     "__version__",
     "load_results",
+    "run_study",
     "run_sweep",
+    "status",
     "train_model",
 ]

@@ -1,4 +1,5 @@
-"""The Python API for notebooks: train one model, run a sweep, load its results.
+"""The Python API for notebooks: train one model, run a sweep or a study, follow and load
+their results.
 
 Each call is what the matching CLI verb does, with the same validation and the same files
 on disk, so a notebook and a batch job can share a results folder.
@@ -8,39 +9,74 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from mnistfc.config import TrialConfig
 from mnistfc.spec import SweepSpec
 
 if TYPE_CHECKING:  # pandas, TensorFlow and submitit load only when a call needs them
     from mnistfc.aggregate import Results
+    from mnistfc.launch.profile import ClusterProfile
     from mnistfc.plan import Submission
+    from mnistfc.progress import SweepStatus
     from mnistfc.records import TrialResult
+    from mnistfc.render import Report
+    from mnistfc.study_jobs import StudyJobs
 
 PathLike = str | os.PathLike[str]
+Executor = Literal["local", "debug", "slurm"]
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What ``run_sweep`` handed over, and which of its jobs failed (once waited for)."""
+
+    submission: Submission
+    failed_jobs: tuple[str, ...]
+
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        """Return the submitted jobs' ids, in task order."""
+        return self.submission.job_ids
 
 
 def train_model(
-    out: PathLike, *, data_dir: PathLike | None = None, verbose: int = 0, **settings: Any
+    out: PathLike,
+    *,
+    units: int = 128,
+    dropout: float = 0.3,
+    activation: str = "relu",
+    learning_rate: float = 1e-3,
+    batch_size: int = 1000,
+    epochs: int = 10,
+    seed: int = 0,
+    dataset: str = "mnist",
+    valid_size: int = 2000,
+    valid_split: str = "exercise",
+    data_dir: PathLike | None = None,
+    verbose: int = 0,
 ) -> TrialResult:
     """Train one model (``mnistfc train``): its shard, history, weights and plots go to ``out``.
 
-    ``settings`` are TrialConfig fields (``units=256, dropout=0.5, ...``); the defaults are
-    the exercise's model. The result's ``model`` is the Keras model with the best
-    validation epoch's weights.
+    The settings are TrialConfig's fields, defaulting to the exercise's model. The result's
+    ``model`` is the Keras model with the best validation epoch's weights.
     """
     from mnistfc.single import run_single
 
-    return run_single(TrialConfig.from_dict(settings), out, data_dir, verbose=verbose).result
+    config = TrialConfig(units=units, dropout=dropout, activation=activation,
+                         learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+                         seed=seed, dataset=dataset, valid_size=valid_size,
+                         valid_split=valid_split)  # fmt: skip
+    return run_single(config, out, data_dir, verbose=verbose).result
 
 
 def run_sweep(
     spec: PathLike | SweepSpec,
     results: PathLike,
     *,
-    executor: str | None = None,
+    executor: Executor | None = None,
     cluster: PathLike | None = None,
     overrides: Sequence[str] = (),
     cluster_overrides: Sequence[str] = (),
@@ -48,20 +84,19 @@ def run_sweep(
     pack: bool | None = None,
     rerun_failed: bool = False,
     wait: bool | None = None,
-) -> Submission:
+) -> SweepRun:
     """Run a sweep's unfinished trials (``mnistfc sweep``); return what was submitted.
 
     ``spec`` is a TOML path (with ``overrides`` such as ``"base.epochs=1"``) or a SweepSpec.
-    ``executor`` ("local", "debug", "slurm") overrides the ``cluster`` profile's. Local and
-    debug sweeps are waited for; SLURM ones are not unless ``wait=True``.
+    ``executor`` overrides the ``cluster`` profile's. Local and debug sweeps are waited
+    for; SLURM ones are not unless ``wait=True``. A failed job is listed in the result's
+    ``failed_jobs`` (its trials' shards say why; ``status`` counts them), not raised.
     """
     from mnistfc import sweep
-    from mnistfc.launch.profile import load_profile
     from mnistfc.spec import load_spec
 
     loaded = spec if isinstance(spec, SweepSpec) else load_spec(Path(spec), list(overrides))
-    profile_overrides = [*cluster_overrides, *([f"executor={executor}"] if executor else [])]
-    profile = load_profile(None if cluster is None else Path(cluster), profile_overrides)
+    profile = _profile(executor, cluster, cluster_overrides)
     plan = sweep.plan_submission(
         loaded,
         profile,
@@ -70,8 +105,47 @@ def run_sweep(
         rerun_failed=rerun_failed,
         pack=pack,
     )
-    submission, _failed = sweep.submit(plan, wait=wait)
-    return submission
+    submission, failed = sweep.submit(plan, wait=wait)
+    return SweepRun(submission, tuple(failed))
+
+
+def run_study(
+    spec: PathLike,
+    results: PathLike,
+    *,
+    executor: Executor | None = None,
+    cluster: PathLike | None = None,
+    overrides: Sequence[str] = (),
+    cluster_overrides: Sequence[str] = (),
+    data_dir: PathLike | None = None,
+    table_format: str = "orgtbl",
+) -> Report | StudyJobs:
+    """Run a whole study (``mnistfc study``), resuming whatever is done.
+
+    Locally, every part runs here and the study's report is returned; on SLURM every part
+    is submitted as jobs (the report is written by the last) and their ids are returned.
+    """
+    from mnistfc.study import load_study
+    from mnistfc.study import run_study as run
+
+    study = load_study(Path(spec), list(overrides))
+    profile = _profile(executor, cluster, cluster_overrides)
+    report: Report | StudyJobs = run(study, results, profile,
+                                     data_dir=None if data_dir is None else str(data_dir),
+                                     table_format=table_format)  # fmt: skip
+    return report
+
+
+def status(results: PathLike) -> dict[str, SweepStatus]:
+    """Count each sweep's trials by outcome (``mnistfc status``): a sweep's folder gives its
+    one sweep, a study's folder each of its sweeps, by name."""
+    from mnistfc.plan import has_plan
+    from mnistfc.progress import sweep_status
+    from mnistfc.study_jobs import is_study, study_status
+
+    root = Path(results)
+    folders = study_status(root).sweeps if is_study(root) else [root]
+    return {folder.name: sweep_status(folder) for folder in folders if has_plan(folder)}
 
 
 def load_results(results: PathLike) -> Results:
@@ -80,3 +154,12 @@ def load_results(results: PathLike) -> Results:
     from mnistfc.aggregate import load_results as load
 
     return load(Path(results))
+
+
+def _profile(
+    executor: Executor | None, cluster: PathLike | None, cluster_overrides: Sequence[str]
+) -> ClusterProfile:
+    from mnistfc.launch.profile import load_profile
+
+    overrides = [*cluster_overrides, *([f"executor={executor}"] if executor else [])]
+    return load_profile(None if cluster is None else Path(cluster), overrides)

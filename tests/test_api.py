@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +28,34 @@ def _readme_example() -> str:
 def test_the_public_surface_is_small_and_stable() -> None:
     assert set(mnistfc.__all__) == {
         "ConfigError", "DataError", "MnistfcError", "ShardError", "TrialConfig",
-        "__version__", "load_results", "run_sweep", "train_model",
+        "__version__", "load_results", "run_sweep", "run_study", "status", "train_model",
+        "Executor", "Report", "Results", "StudyJobs", "Submission", "SweepRun", "SweepStatus",
+        "TrialResult",
     }  # fmt: skip
     assert all(hasattr(mnistfc, name) for name in mnistfc.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = mnistfc.nothing  # type: ignore[attr-defined]
+
+
+def test_importing_the_package_loads_neither_pandas_nor_tensorflow() -> None:
+    code = "import sys, mnistfc; print(sorted({'pandas', 'tensorflow'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+def test_train_models_keywords_are_trialconfigs_fields_and_defaults() -> None:
+    """One keyword per field, defaulting to the exercise's model: a new field fails here."""
+    parameters = inspect.signature(mnistfc.train_model).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(mnistfc.TrialConfig)}
+    given = {name: p.default for name, p in parameters.items() if name in fields}
+    assert given == fields
+    assert set(parameters) - set(fields) == {"out", "data_dir", "verbose"}
+
+
+def test_a_bad_setting_is_one_config_error(tmp_path: Path) -> None:
+    with pytest.raises(mnistfc.ConfigError, match="dropout"):
+        mnistfc.train_model(tmp_path / "out", dropout=1.5)
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_readme_example_runs(
@@ -43,6 +72,7 @@ def test_the_readme_example_runs(
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "dropout" in out and "units" in out and "False 4" in out
+    assert "failed jobs: ()" in out and "{'completed': 4}" in out
     results = mnistfc.load_results(tmp_path / "api" / "grid")
     table = results.grid_table()
     assert table is not None and table.shape == (2, 2) and not results.partial

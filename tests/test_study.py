@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mnistfc
 from mnistfc import cli
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -58,6 +59,9 @@ def test_study_runs_every_part_and_writes_one_report(tmp_path: Path, npz_dir: Pa
     assert f"study {results}: single model completed" in status
     assert "sweep grid: 4 trials: 4 completed" in status and "sweep random: 6 trials" in status
     assert f"report: {results / 'report.html'}" in status
+    counts = {name: part.counts for name, part in mnistfc.status(results).items()}
+    assert counts == {"confirm": {"completed": 8}, "grid": {"completed": 4},
+                      "grid_stratified": {"completed": 4}, "random": {"completed": 6}}  # fmt: skip
     # run again: everything resumes, nothing is retrained
     mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("shards/*.json")}
     assert cli.main(study_args(results, npz_dir, valid_size=28)) == 0
