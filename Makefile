@@ -21,9 +21,11 @@ STUDY_ARGS ?=
 run: setup
 	$(BIN)/mnistfc study jobs/study.toml --results $(RESULTS)/study --data-dir $(DATA_DIR) $(STUDY_ARGS)
 
-# The whole suite: unit tests, real-MNIST (slow), real SLURM (cluster) and container tests.
+# The whole suite: unit tests, real-MNIST (slow), real SLURM (cluster) and container tests,
+# on two workers; the tests that install packages and start daemons share one of them
+# (tests/conftest.py, SYSTEM_MODULES).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not cluster and not container"
