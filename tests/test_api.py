@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_arrays, write_npz
+from helpers.data import make_arrays, write_npz
 
 import mnistfc
 

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SLURM_LOCAL, make_arrays, write_npz
-from sweeps import write_tiny_grid
+from helpers.data import SLURM_LOCAL, make_arrays, write_npz
+from helpers.sweeps import write_tiny_grid
 from test_container import TAG, image  # noqa: F401  (the module-scoped image fixture)
 
 import mnistfc

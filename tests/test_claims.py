@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sweeps import write_tiny_grid, write_two_pack_grid
+from helpers.sweeps import write_tiny_grid, write_two_pack_grid
 
 from mnistfc.claims import Claims
 from mnistfc.pack.planner import pack_id, plan_packs

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_arrays, write_npz
-from sweeps import write_tiny_grid
+from helpers.data import make_arrays, write_npz
+from helpers.sweeps import write_tiny_grid
 
 import mnistfc
 from mnistfc import cli

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import idx_bytes, write_idx, write_npz
+from helpers.data import idx_bytes, write_idx, write_npz
 
 from mnistfc import cli
 from mnistfc.data import (

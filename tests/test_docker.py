@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from conftest import make_arrays, write_npz
+from helpers.data import make_arrays, write_npz
 
 import mnistfc
 from mnistfc.records import list_shards, read_shard

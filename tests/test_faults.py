@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sweeps import write_tiny_grid
+from helpers.sweeps import write_tiny_grid
 
 from mnistfc import cli
 from mnistfc.records import list_shards, read_shard, shard_dir

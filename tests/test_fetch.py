@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write_npz
+from helpers.data import write_npz
 
 from mnistfc import cli
 from mnistfc.data import CANONICAL_CONTENT_SHA256, locate

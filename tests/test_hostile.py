@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import IDX_NAMES, make_arrays, write_idx, write_npz
+from helpers.data import IDX_NAMES, make_arrays, write_idx, write_npz
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
-from sweeps import write_tiny_grid
+from helpers.sweeps import write_tiny_grid
 
 from mnistfc.errors import ConfigError
 from mnistfc.launch import EXECUTORS, backend

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sweeps import write_tiny_grid
+from helpers.sweeps import write_tiny_grid
 
 from mnistfc import __version__, cli, provenance
 from mnistfc.records import list_shards, read_shard
@@ -22,7 +22,6 @@ ENV_KEYS = {
 def test_environment_names_versions_hardware_and_the_checkout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    provenance._static.cache_clear()
     monkeypatch.setenv("SLURM_JOB_ID", "41")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
     monkeypatch.setenv("SLURM_CLUSTER_NAME", "tiger")

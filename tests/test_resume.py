@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sweeps import write_two_pack_grid
+from helpers.sweeps import write_two_pack_grid
 
 from mnistfc import cli
 from mnistfc.launch.profile import load_profile

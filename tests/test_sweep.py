@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweeps import write_tiny_grid
+from helpers.sweeps import write_tiny_grid
 
 from mnistfc import cli
 from mnistfc.launch.profile import load_profile

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_arrays, write_npz
-from sweeps import write_tiny_grid, write_two_pack_grid
+from helpers.data import make_arrays, write_npz
+from helpers.sweeps import write_tiny_grid, write_two_pack_grid
 
 from mnistfc import cli
 from mnistfc.config import TrialConfig
