@@ -34,6 +34,7 @@ lint: setup
 	$(BIN)/ruff check mnistfc tests benchmarks
 	$(BIN)/ruff format --check mnistfc tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 bench: setup
@@ -44,4 +45,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_study.py --data-dir $(DATA_DIR) --results $(RESULTS)/bench-study $(STUDY_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -21,6 +21,7 @@ from mnistfc.api import (
 )
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError, DataError, MnistfcError, ShardError
+from mnistfc.version import __version__
 
 if TYPE_CHECKING:
     from mnistfc.aggregate import Results
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from mnistfc.render import Report
     from mnistfc.study_jobs import StudyJobs
 
-__version__ = "0.1.0"
 
 # Return types, imported when first asked for: `import mnistfc` stays free of pandas.
 _LAZY = {

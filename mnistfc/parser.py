@@ -9,10 +9,10 @@ import argparse
 import dataclasses
 from typing import Any
 
-from mnistfc import __version__
 from mnistfc.config import DATASETS, TrialConfig
 from mnistfc.launch import EXECUTORS
 from mnistfc.runtime import CHECKPOINT_MIN
+from mnistfc.version import __version__
 
 _PY_TYPES = {"int": int, "float": float, "str": str}
 

@@ -57,7 +57,7 @@ def _static() -> dict[str, Any]:
     import numpy
     import tensorflow as tf
 
-    from mnistfc import __version__
+    from mnistfc.version import __version__
 
     gpus = tf.config.list_physical_devices("GPU")
     names = [_gpu_name(g) for g in gpus]

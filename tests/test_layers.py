@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mnistfc"
 # Lower layers first; a module may import only from its own layer or below.
 LAYERS = [
-    {"errors", "config"},
+    {"errors", "config", "version"},
     {
         "atomic",
         "spec",
