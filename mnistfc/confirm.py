@@ -25,7 +25,10 @@ import pandas as pd
 
 from mnistfc.aggregate import Results, load_results, ranked, scores
 from mnistfc.config import TrialConfig
+from mnistfc.errors import ConfigError
 from mnistfc.estimators import permutation_p_value
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import final_result, shard_dir
 from mnistfc.records.schema import ROW_CONFIG_ORDER
 from mnistfc.spec import SweepSpec, list_spec
@@ -143,3 +146,47 @@ def _settings_key(settings: dict[str, Any]) -> tuple[Any, ...]:
 
 def _sd(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) >= 2 else math.nan
+
+
+def plan_confirm(
+    top: int,
+    seeds: int,
+    results_dir: str | os.PathLike[str],
+    profile: ClusterProfile,
+    data_dir: str | None,
+) -> Any:
+    """Plan the confirm stage from the searches' shards: each search's ``top``
+    configurations on ``seeds`` new seeds (None: off, or no candidates yet)."""
+    from mnistfc import sweep
+
+    if not top:
+        return None
+    searches = load_parts(results_dir, SOURCES)
+    spec = confirm_spec(candidates(results_dir, searches, top), seeds)
+    if spec is None:
+        return None
+    folder = Path(results_dir) / NAME
+    if has_plan(folder) and load_plan(folder).spec.spec_hash != spec.spec_hash:
+        raise ConfigError(
+            f"{folder} retrained other configurations than the searches' top "
+            f"{top} on {seeds} seeds are now (their results or "
+            f"the [confirm] settings changed since); remove {folder} to confirm these"
+        )
+    return sweep.plan_submission(spec, profile, folder, data_dir=data_dir)
+
+
+def confirm_job(
+    top: int, seeds: int, results_dir: str, profile: ClusterProfile, data_dir: str | None
+) -> str:
+    """The confirm stage as one cluster job after the searches' jobs: plan it from their
+    shards, then train it here (local lanes on this job's GPUs or cores)."""
+    from mnistfc import sweep
+    from mnistfc.runtime import log_job_to_stderr
+
+    log_job_to_stderr()
+    here = dataclasses.replace(profile, executor="local", container=None, max_parallel=0)
+    plan = plan_confirm(top, seeds, results_dir, here, data_dir)
+    if plan is None:
+        return "no candidates: the searches have no results"
+    _, failed = sweep.submit(plan, wait=True)
+    return f"{plan.n_trials} trial(s) run, {len(failed)} task(s) failed"

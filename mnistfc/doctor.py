@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistfc.errors import MnistfcError
-from mnistfc.launch.container import RUNTIMES, image_problem
 from mnistfc.launch.container import command as container_command
+from mnistfc.launch.container import image_problem
 from mnistfc.launch.limits import site_limits
-from mnistfc.launch.profile import ClusterProfile
+from mnistfc.launch.profile import RUNTIMES, ClusterProfile
 from mnistfc.version import __version__
 
 SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sacct", "scontrol", "sinfo", "sacctmgr")

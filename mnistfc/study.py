@@ -12,7 +12,6 @@ from typing import Any
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError, format_problems
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import final_result
 from mnistfc.spec import SweepSpec, load_spec, read_toml
 
@@ -100,50 +99,6 @@ def _confirm_settings(section: Any, problems: list[str]) -> ConfirmSettings:
     return ConfirmSettings(top, seeds) if not problems else ConfirmSettings()
 
 
-def plan_confirm(
-    study: StudySpec,
-    results_dir: str | os.PathLike[str],
-    profile: ClusterProfile,
-    data_dir: str | None,
-) -> Any:
-    """Plan the confirm stage from the searches' shards (None: off, or no candidates yet)."""
-    from mnistfc import sweep
-    from mnistfc.confirm import SOURCES, candidates, confirm_spec, load_parts
-
-    if not study.confirm.top:
-        return None
-    searches = load_parts(results_dir, SOURCES)
-    spec = confirm_spec(candidates(results_dir, searches, study.confirm.top), study.confirm.seeds)
-    if spec is None:
-        return None
-    folder = Path(results_dir) / CONFIRM
-    if has_plan(folder) and load_plan(folder).spec.spec_hash != spec.spec_hash:
-        raise ConfigError(
-            f"{folder} retrained other configurations than the searches' top "
-            f"{study.confirm.top} on {study.confirm.seeds} seeds are now (their results or "
-            f"the [confirm] settings changed since); remove {folder} to confirm these"
-        )
-    return sweep.plan_submission(spec, profile, folder, data_dir=data_dir)
-
-
-def confirm_job(study: StudySpec, results_dir: str, profile: ClusterProfile,
-                data_dir: str | None) -> str:  # fmt: skip
-    """The confirm stage as one cluster job after the searches' jobs: plan it from their
-    shards, then train it here (local lanes on this job's GPUs or cores)."""
-    import dataclasses
-
-    from mnistfc import sweep
-    from mnistfc.runtime import log_job_to_stderr
-
-    log_job_to_stderr()
-    here = dataclasses.replace(profile, executor="local", container=None, max_parallel=0)
-    plan = plan_confirm(study, results_dir, here, data_dir)
-    if plan is None:
-        return "no candidates: the searches have no results"
-    _, failed = sweep.submit(plan, wait=True)
-    return f"{plan.n_trials} trial(s) run, {len(failed)} task(s) failed"
-
-
 def run_study(
     study: StudySpec,
     results_dir: str | os.PathLike[str],
@@ -181,7 +136,9 @@ def run_study(
         )
     for name, plan in plans:
         sweep.submit(plan, wait=True, on_progress=on_progress(name) if on_progress else None)
-    confirm = plan_confirm(study, results, profile, data_dir)
+    from mnistfc.confirm import plan_confirm
+
+    confirm = plan_confirm(study.confirm.top, study.confirm.seeds, results, profile, data_dir)
     if confirm is not None:
         sweep.submit(confirm, wait=True, on_progress=on_progress(CONFIRM) if on_progress else None)
     return write_study_report(results, [name for name, _ in plans], table_format)

@@ -137,9 +137,11 @@ def _submit_confirm(
 ) -> list[str]:
     """Submit the confirm stage; return its job ids. While the searches run, one job after
     them plans and trains it; once they are done, it is planned here, as an array."""
-    from mnistfc.study import CONFIRM, confirm_job, plan_confirm
+    from mnistfc.confirm import NAME as CONFIRM
+    from mnistfc.confirm import confirm_job, plan_confirm
 
     data_dir = plans[0][1].data_dir if plans else None
+    top, seeds = study.confirm.top, study.confirm.seeds
     live = _live(profile.executor, before.parts.get(CONFIRM, [])) if before else []
     if live:
         jobs.notes.append(f"{CONFIRM}: still queued or running")
@@ -147,14 +149,13 @@ def _submit_confirm(
         arrays = list(dict.fromkeys(j.split("_")[0] for j in searches))
         binds = (str(results.resolve()), *([data_dir] if data_dir else []))
         job = backend(profile.executor).submit_call(
-            results / "submitit", "mnistfc-study-confirm", profile, binds, confirm_job, study,
-            str(results), profile, data_dir, after=arrays)  # fmt: skip
+            results / "submitit", "mnistfc-study-confirm", profile, binds, confirm_job, top,
+            seeds, str(results), profile, data_dir, after=arrays)  # fmt: skip
         live = [str(job.job_id)]
-        top, seeds = study.confirm.top, study.confirm.seeds
         jobs.notes.append(f"{CONFIRM}: after them, trains the searches' top {top} on {seeds} "
                           "new seeds each")  # fmt: skip
     else:
-        plan = plan_confirm(study, results, profile, data_dir)
+        plan = plan_confirm(top, seeds, results, profile, data_dir)
         if plan is None or not plan.tasks:
             jobs.notes.append(f"{CONFIRM}: done" if plan else f"{CONFIRM}: nothing to confirm")
         else:

@@ -13,15 +13,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mnistfc.errors import ConfigError
+from mnistfc.launch.profile import RUNTIMES, ClusterProfile
 
-if TYPE_CHECKING:
-    from mnistfc.launch.profile import ClusterProfile
-
-# runtime -> the program that runs a command in an image
-RUNTIMES = {"apptainer": "apptainer", "singularity": "singularity", "charliecloud": "ch-run"}
 CHARLIECLOUD_ENVIRONMENT = "ch/environment"  # the image's Env, as ch-convert writes it
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.errors import ConfigError, format_problems
-from mnistfc.launch.container import RUNTIMES
 from mnistfc.runtime import CHECKPOINT_MIN
 from mnistfc.spec import apply_overrides, read_toml
 
 DEFAULT_PACK_MB = 1024.0
+# container_runtime -> the program that runs a command in an image (launch/container.py)
+RUNTIMES = {"apptainer": "apptainer", "singularity": "singularity", "charliecloud": "ch-run"}
 
 
 @dataclass(frozen=True, kw_only=True)
