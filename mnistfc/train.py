@@ -20,7 +20,7 @@ from mnistfc.data import Dataset, matches
 from mnistfc.errors import ConfigError
 from mnistfc.model import build_model
 from mnistfc.provenance import environment, utc_now
-from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
+from mnistfc.records import Status, SweepRef, TrialResult, write_failed, write_shard
 from mnistfc.records.labels import SCORED, predictions_record
 from mnistfc.runtime import EVAL_BATCH, configure_gpus
 
@@ -55,16 +55,9 @@ def run_trial(
                                      verbose=verbose,
                                      epoch_train_metrics=epoch_train_metrics)  # fmt: skip
     except Exception:
-        failed = failed_result(
-            config,
-            traceback.format_exc(),
-            env=_env(started_at),
-            timing={"load_s": load_s, "total_s": load_s + time.perf_counter() - started},
-            data=dataset.describe(),
-            sweep=sweep,
-        )
-        if results_dir is not None:
-            write_shard(results_dir, failed)
+        write_failed(results_dir, [config], traceback.format_exc(), env=_env(started_at),
+                     timing={"load_s": load_s, "total_s": load_s + time.perf_counter() - started},
+                     data=dataset.describe(), sweep=sweep)  # fmt: skip
         raise
     if results_dir is not None:
         write_shard(results_dir, result)

@@ -21,7 +21,7 @@ from mnistfc.claims import Claims
 from mnistfc.config import TrialConfig
 from mnistfc.errors import Interrupted, TaskFailed
 from mnistfc.provenance import environment, utc_now
-from mnistfc.records import SweepRef, TrialResult, failed_result, final_result, write_shard
+from mnistfc.records import SweepRef, TrialResult, final_result, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +164,8 @@ def _run_pack(
     except Exception as exc:  # record it per trial: status must show why each one failed
         now = utc_now()
         env = {**environment(), "started_at": now, "finished_at": now}
-        for config in configs:
-            write_shard(task.results_dir, failed_result(
-                config, traceback.format_exc(), env=env, sweep=task.sweep))  # fmt: skip
-            outcome.append((config.trial_id, "failed"))
+        write_failed(task.results_dir, configs, traceback.format_exc(), env=env, sweep=task.sweep)
+        outcome += [(c.trial_id, "failed") for c in configs]
         return [f"{c.trial_id}: {exc}" for c in configs]
     load_s = time.perf_counter() - started
     clock["data"] += load_s

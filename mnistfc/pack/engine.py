@@ -38,7 +38,7 @@ from mnistfc.pack.model import SPLITS, PackedModel
 from mnistfc.pack.planner import n_params, pack_id, pack_key
 from mnistfc.pack.state import PackState, checkpoint_path, load_state, remove_state, save_state
 from mnistfc.provenance import environment, utc_now
-from mnistfc.records import Status, SweepRef, TrialResult, failed_result, write_shard
+from mnistfc.records import Status, SweepRef, TrialResult, write_failed, write_shard
 from mnistfc.records.labels import SCORED, predictions_record
 
 log = logging.getLogger(__name__)
@@ -90,20 +90,9 @@ def run_pack(
         elapsed = load_s + time.perf_counter() - started
         env = {**environment(), "engine": ENGINE, "pack": {"id": pid, "size": len(configs)},
                "started_at": started_at, "finished_at": utc_now()}  # fmt: skip
-        failed = [
-            failed_result(
-                c,
-                traceback.format_exc(),
-                env=env,
-                timing={"load_s": load_s, "total_s": elapsed},
-                data=dataset.describe(),
-                sweep=sweep,
-            )
-            for c in configs
-        ]
-        if results_dir is not None:
-            for result in failed:
-                write_shard(results_dir, result)
+        write_failed(results_dir, configs, traceback.format_exc(), env=env,
+                     timing={"load_s": load_s, "total_s": elapsed}, data=dataset.describe(),
+                     sweep=sweep)  # fmt: skip
         raise
     written = time.perf_counter()
     if results_dir is not None:

@@ -25,6 +25,7 @@ from mnistfc.records.store import (
     read_shard,
     shard_dir,
     shard_path,
+    write_failed,
     write_shard,
 )
 
@@ -46,5 +47,6 @@ __all__ = [
     "shard_dir",
     "shard_path",
     "validate_record",
+    "write_failed",
     "write_shard",
 ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mnistfc.atomic import TMP_SUFFIX, atomic_write_text
+from mnistfc.config import TrialConfig
 from mnistfc.errors import ShardError
-from mnistfc.records.result import TrialResult
+from mnistfc.records.result import SweepRef, TrialResult, failed_result
 from mnistfc.records.schema import validate_record
 
 
@@ -30,6 +32,25 @@ def write_shard(results_dir: str | os.PathLike[str], result: TrialResult) -> Pat
     path = shard_path(results_dir, result.trial_id)
     atomic_write_text(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
     return path
+
+
+def write_failed(
+    results_dir: str | os.PathLike[str] | None,
+    configs: Sequence[TrialConfig],
+    error: str,
+    *,
+    env: dict[str, Any],
+    timing: dict[str, float] | None = None,
+    data: dict[str, Any] | None = None,
+    sweep: SweepRef | None = None,
+) -> None:
+    """Record that each of these trials raised ``error`` (a traceback), when there is a
+    results folder: its ``failed`` shard is how status and --rerun-failed learn of it."""
+    if results_dir is None:
+        return
+    for config in configs:
+        write_shard(results_dir, failed_result(config, error, env=env, timing=timing, data=data,
+                                               sweep=sweep))  # fmt: skip
 
 
 def read_shard(path: str | os.PathLike[str]) -> dict[str, Any]:
