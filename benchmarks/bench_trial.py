@@ -39,7 +39,7 @@ def main() -> None:
     print(" ".join(f"{c:>{w}}" for c, w in zip(columns, (6, 6, 8, 10, 7, 7, 7), strict=True)))
     for batch_size in args.batch_sizes:
         config = TrialConfig(batch_size=batch_size, epochs=args.epochs)
-        result = run_trial(config, dataset)
+        result = run_trial(config, dataset, epoch_train_metrics=True)
         per_epoch = result.timing["fit_s"] / args.epochs
         metrics = result.metrics or {}
         print(

@@ -37,7 +37,7 @@ def run_trial(
     sweep: SweepRef | None = None,
     load_s: float = 0.0,
     verbose: int = 0,
-    epoch_train_metrics: bool = True,
+    epoch_train_metrics: bool = False,
 ) -> TrialResult:
     """Train and evaluate one model; write its shard to ``results_dir/shards`` when given.
 

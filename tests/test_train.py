@@ -25,7 +25,8 @@ def small(**overrides: object) -> TrialConfig:
 
 
 def test_a_learnable_task_is_learned_and_the_shard_is_complete(dataset, tmp_path: Path) -> None:
-    result = run_trial(small(), dataset, tmp_path, sweep=SweepRef("t", "x"), load_s=0.5)
+    result = run_trial(small(), dataset, tmp_path, sweep=SweepRef("t", "x"), load_s=0.5,
+                       epoch_train_metrics=True)  # fmt: skip
     assert result.status is Status.COMPLETED
     assert result.metrics["valid"]["accuracy"] >= 0.95
     assert result.metrics["test"]["accuracy"] >= 0.95
@@ -69,7 +70,7 @@ def test_the_shard_scores_the_final_epoch_too_and_keeps_each_images_prediction(d
 
 
 def test_true_training_metrics_are_measured_without_dropout(dataset) -> None:
-    result = run_trial(small(dropout=0.5, epochs=2), dataset)
+    result = run_trial(small(dropout=0.5, epochs=2), dataset, epoch_train_metrics=True)
     last = result.history[-1]
     # Evaluated on the end-of-epoch weights in inference mode: equal to a fresh evaluation
     # of those weights would be; with heavy dropout the running mean trails it.
