@@ -23,7 +23,7 @@ run: setup
 
 # The whole suite: unit tests, real-MNIST (slow), real SLURM (cluster) and container tests,
 # on two workers; the tests that install packages and start daemons share one of them
-# (tests/conftest.py, SYSTEM_MODULES).
+# (pytestmark xdist_group("system") in those modules).
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

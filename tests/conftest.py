@@ -14,17 +14,6 @@ from helpers.data import SHARED_MNIST, SLURM_LOCAL, make_arrays, write_npz
 # Before anything imports TensorFlow: its C++ start-up lines bury pytest's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Modules that apt-get install and start daemons (SLURM, dockerd) or build the image: under
-# pytest-xdist (`make test`) they run on one worker, one after another, as they would alone.
-SYSTEM_MODULES = frozenset({"test_slurm.py", "test_charliecloud.py", "test_container.py",
-                            "test_docker.py"})  # fmt: skip
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in SYSTEM_MODULES:
-            item.add_marker(pytest.mark.xdist_group("system"))
-
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,9 @@ from mnistfc.launch import container
 from mnistfc.launch.profile import load_profile
 from mnistfc.records import list_shards, read_shard
 
-pytestmark = [pytest.mark.container, pytest.mark.cluster]
+# Installs packages, starts daemons or builds the image: under pytest-xdist (`make test`) every
+# such module runs on one worker, one test after another (xdist_group "system").
+pytestmark = [pytest.mark.container, pytest.mark.cluster, pytest.mark.xdist_group("system")]
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERT = ROOT / "containers" / "charliecloud.sh"

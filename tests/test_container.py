@@ -38,6 +38,11 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
+# Installs packages, starts daemons or builds the image: under pytest-xdist (`make test`) every
+# such module runs on one worker, one test after another (xdist_group "system").
+pytestmark = pytest.mark.xdist_group("system")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "containers" / "build_local.sh"
 DEFINITION = ROOT / "containers" / "mnistfc.def"

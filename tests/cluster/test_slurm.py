@@ -21,7 +21,9 @@ from mnistfc.pack.engine import run_pack
 from mnistfc.records import list_shards, read_shard
 from mnistfc.runtime import HOLD_ENV
 
-pytestmark = pytest.mark.cluster
+# Installs packages, starts daemons or builds the image: under pytest-xdist (`make test`) every
+# such module runs on one worker, one test after another (xdist_group "system").
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("system")]
 
 
 @pytest.fixture(scope="module")
