@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mnistfc import estimators
-from mnistfc.aggregate import scores
+from mnistfc.frame import scores
 from mnistfc.plan import Plan
 
 # Every column of budget.csv and what it means (the report prints these sentences).

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistfc.aggregate import Results, load_results, ranked, scores
+from mnistfc.aggregate import Results, load_results
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError
 from mnistfc.estimators import permutation_p_value
+from mnistfc.frame import ranked, scores
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import final_result, shard_dir

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from mnistfc import confirm
-from mnistfc.aggregate import Results, best_trial, ranked
+from mnistfc.aggregate import Results
 from mnistfc.atomic import atomic_write_text
 from mnistfc.estimators import Z_95
+from mnistfc.frame import best_trial, ranked
 from mnistfc.render import Report
 from mnistfc.section import paired_near
 

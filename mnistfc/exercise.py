@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mnistfc import estimators
-from mnistfc.aggregate import scores, usable
+from mnistfc.frame import scores, usable
 
 # The exercise's own random-search table (its notebook, MNIST): for each budget N, the best
 # *test* accuracy of N fresh draws, mean and np.std (ddof 0) over its 3 repeats.

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnistfc.aggregate import Results, load_results, require_trials, usable
+from mnistfc.aggregate import Results, load_results, require_trials
 from mnistfc.atomic import atomic_write_text
 from mnistfc.budget_section import random_section
 from mnistfc.confirm_section import confirm_section
 from mnistfc.errors import MnistfcError
+from mnistfc.frame import usable
 from mnistfc.plan import has_plan, load_plan
 from mnistfc.records import Status, list_shards, read_result
 from mnistfc.render import Report, cell, render

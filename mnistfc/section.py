@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from mnistfc import estimators, plots
-from mnistfc.aggregate import Results, best_trial, grid_table, usable
+from mnistfc.aggregate import Results
+from mnistfc.frame import best_trial, grid_table, usable
 from mnistfc.render import Report
 from mnistfc.spec import SweepSpec
 

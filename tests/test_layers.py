@@ -30,6 +30,7 @@ LAYERS = [
     {"worker"},
     {"launch"},
     {"progress", "sweep"},
+    {"frame"},
     {"aggregate", "budget", "exercise", "confirm", "single"},
     {"section", "budget_section", "confirm_section", "report"},
     {"study", "study_jobs", "doctor", "api"},
