@@ -130,22 +130,20 @@ def run_study(
 
     study = load_study(Path(spec), list(overrides))
     profile = _profile(executor, cluster, cluster_overrides)
-    report: Report | StudyJobs = run(study, results, profile,
-                                     data_dir=None if data_dir is None else str(data_dir),
-                                     table_format=table_format)  # fmt: skip
-    return report
+    return run(study, results, profile, data_dir=None if data_dir is None else str(data_dir),
+               table_format=table_format)  # fmt: skip
 
 
 def status(results: PathLike) -> dict[str, SweepStatus]:
     """Count each sweep's trials by outcome (``mnistfc status``): a sweep's folder gives its
-    one sweep, a study's folder each of its sweeps, by name."""
-    from mnistfc.plan import has_plan
+    one sweep, a study's folder each of its sweeps, by folder name. Reads shards and plans
+    only (no scheduler query); a folder that is neither raises ConfigError."""
     from mnistfc.progress import sweep_status
-    from mnistfc.study_jobs import is_study, study_status
+    from mnistfc.study_jobs import is_study, study_sweeps
 
     root = Path(results)
-    folders = study_status(root).sweeps if is_study(root) else [root]
-    return {folder.name: sweep_status(folder) for folder in folders if has_plan(folder)}
+    folders = study_sweeps(root) if is_study(root) else [root]
+    return {folder.name: sweep_status(folder) for folder in folders}
 
 
 def load_results(results: PathLike) -> Results:

@@ -34,6 +34,7 @@ TF_LOGS_ENV = "MNISTFC_TF_LOGS"
 # A pack's default save interval (profile ``checkpoint_min``, ``run-chunk --checkpoint-min``):
 # what a node failure, which gives no warning, may cost it.
 CHECKPOINT_MIN = 10.0
+CHECKPOINT_S = 60.0 * CHECKPOINT_MIN
 _stop = threading.Event()
 _caught: list[int] = []  # the stop signals received inside stop_on_signals
 _epochs_ended = [0]

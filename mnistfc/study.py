@@ -7,13 +7,17 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError, format_problems
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.records import final_result
 from mnistfc.spec import SweepSpec, load_spec, read_toml
+
+if TYPE_CHECKING:
+    from mnistfc.render import Report
+    from mnistfc.study_jobs import StudyJobs
 
 # The study's sweeps, in the order they run: the exercise's grid, the same grid on
 # stratified validation and test slices (to measure the split shift with networks), and
@@ -108,7 +112,7 @@ def run_study(
     verbose: int = 0,
     table_format: str = "orgtbl",
     on_progress: Callable[[str], Callable[[int, int], None]] | None = None,
-) -> Any:
+) -> Report | StudyJobs:
     """Run every part (resuming whatever is already done) and write the study report.
 
     With a scheduler whose jobs outlive this process (SLURM), every part is submitted as

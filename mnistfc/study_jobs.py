@@ -204,6 +204,11 @@ def is_study(results_dir: str | os.PathLike[str]) -> bool:
     return not has_plan(root) and ((root / STUDY_FILE).exists() or (root / "train").is_dir())
 
 
+def study_sweeps(results_dir: str | os.PathLike[str]) -> list[Path]:
+    """Return a study folder's sweep folders (those holding a sweep.json), by name."""
+    return sorted(p.parent for p in Path(results_dir).glob("*/sweep.json"))
+
+
 def study_status(results_dir: str | os.PathLike[str]) -> StudyStatus:
     """Read a study folder: which sweeps it has, and its own jobs' states."""
     root = Path(results_dir)
@@ -219,7 +224,7 @@ def study_status(results_dir: str | os.PathLike[str]) -> StudyStatus:
     )
     html = root / "report.html"
     return StudyStatus(
-        sweeps=sorted(p.parent for p in root.glob("*/sweep.json")),
+        sweeps=study_sweeps(root),
         train_done=train_done,
         train_state="" if train_done else state(jobs.parts.get("train", []) if jobs else []),
         confirm_state=state(jobs.parts.get("confirm", []) if jobs else []),

@@ -18,7 +18,7 @@ from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Task, per_pack, reusable_packs
 from mnistfc.plan import Plan, Submission, check_engine, load_plan, record_submission, save_plan
 from mnistfc.progress import read_states
-from mnistfc.runtime import CHECKPOINT_MIN
+from mnistfc.runtime import CHECKPOINT_S
 from mnistfc.search import PlannedTrial, chunk, expand
 from mnistfc.spec import SweepSpec
 from mnistfc.worker import TaskSpec, run_task
@@ -157,7 +157,7 @@ def run_planned_chunk(
     data_dir: str | None = None,
     *,
     pack: bool | None = None,
-    checkpoint_s: float = 60.0 * CHECKPOINT_MIN,
+    checkpoint_s: float = CHECKPOINT_S,
 ) -> list[tuple[str, str]]:
     """Run the ``index``-th chunk of ``size`` trials of a saved plan, in plan order, here.
 

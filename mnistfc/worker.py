@@ -38,7 +38,7 @@ class TaskSpec:
     threads: int = 0  # TensorFlow threads for this process; 0 = TensorFlow's default
     devices: str | None = None  # CUDA_VISIBLE_DEVICES for this task (None: as inherited)
     epoch_train_metrics: bool = False  # the per-epoch pass over the training set (spec.py)
-    checkpoint_s: float = 60.0 * runtime.CHECKPOINT_MIN  # a pack's save interval (engine)
+    checkpoint_s: float = runtime.CHECKPOINT_S  # a pack's save interval (engine)
 
     @property
     def n_trials(self) -> int:
@@ -139,14 +139,13 @@ def _await_pack(task: TaskSpec, claims: Claims, pack: tuple[TrialConfig, ...]) -
     Claims are taken in trial-id order, the same in every worker, so two workers waiting on
     each other's trials cannot deadlock.
     """
-    todo = []
+    done = set()
     for config in sorted(pack, key=lambda c: c.trial_id):
         claims.claim(config.trial_id, wait=True)
         if _has_result(task, config):
             claims.release(config.trial_id)
-        else:
-            todo.append(config)
-    return [c for c in pack if c in todo]  # in the planned order
+            done.add(config.trial_id)
+    return [c for c in pack if c.trial_id not in done]  # in the planned order
 
 
 def _run_pack(

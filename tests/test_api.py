@@ -52,6 +52,11 @@ def test_train_models_keywords_are_trialconfigs_fields_and_defaults() -> None:
     assert set(parameters) - set(fields) == {"out", "data_dir", "verbose"}
 
 
+def test_status_of_a_folder_that_holds_no_sweep_names_it(tmp_path: Path) -> None:
+    with pytest.raises(mnistfc.ConfigError, match="is not a sweep results folder"):
+        mnistfc.status(tmp_path)
+
+
 def test_a_bad_setting_is_one_config_error(tmp_path: Path) -> None:
     with pytest.raises(mnistfc.ConfigError, match="dropout"):
         mnistfc.train_model(tmp_path / "out", dropout=1.5)

@@ -48,7 +48,7 @@ ENGINE = "packed-v1"
 # is answered within this many steps; a call costs well under a millisecond.
 SEGMENT_STEPS = 64
 # Work a node failure (SIGKILL, no warning) may cost a pack; stops that warn always save.
-CHECKPOINT_S = 60.0 * runtime.CHECKPOINT_MIN
+CHECKPOINT_S = runtime.CHECKPOINT_S
 
 
 def run_pack(
