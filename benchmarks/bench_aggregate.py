@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from mnistfc.atomic import atomic_write_text
-from mnistfc.plan import save_plan
-from mnistfc.records import Status, SweepRef, TrialResult
-from mnistfc.search import expand
-from mnistfc.spec import load_spec
+from mnistfc.folder.plan import save_plan
+from mnistfc.folder.result import SweepRef, TrialResult
+from mnistfc.folder.schema import Status
+from mnistfc.trial.search import expand
+from mnistfc.trial.spec import load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -33,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)
         generate(folder, args.shards)
-        from mnistfc.report import write_report
+        from mnistfc.report.writer import write_report
 
         started = time.perf_counter()
         report = write_report(folder, table_format="github")

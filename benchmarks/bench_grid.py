@@ -43,9 +43,9 @@ def main() -> None:
     import lanes as lanes_of
     import rates
 
-    from mnistfc.pack.planner import n_params
-    from mnistfc.search import expand
-    from mnistfc.spec import load_spec
+    from mnistfc.engine.pack.planner import n_params
+    from mnistfc.trial.search import expand
+    from mnistfc.trial.spec import load_spec
 
     spec = load_spec(ROOT / "jobs" / "grid.toml", [f"base.epochs={args.epochs}"])
     axes = dict(spec.axes)
@@ -122,7 +122,7 @@ def _timed(command: list[str]) -> tuple[float, str]:
 
 
 def _shards(results: Path) -> dict[str, dict]:
-    from mnistfc.records import list_shards, read_shard
+    from mnistfc.folder.shards import list_shards, read_shard
 
     return {r["trial_id"]: r for r in map(read_shard, list_shards(results))}
 

@@ -36,17 +36,17 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     args = parser.parse_args()
 
-    from mnistfc import runtime
+    from mnistfc.engine import runtime
 
     runtime.limit_threads(1)  # as a CPU lane runs
     import numpy as np
 
     runtime.load_tensorflow().get_logger().setLevel("ERROR")  # new packs retrace by design
 
-    from mnistfc.config import TrialConfig
-    from mnistfc.data import load_dataset
-    from mnistfc.pack import planner
-    from mnistfc.pack.model import PackedModel
+    from mnistfc.data.dataset import load_dataset
+    from mnistfc.engine.pack import planner
+    from mnistfc.engine.pack.model import PackedModel
+    from mnistfc.trial.config import TrialConfig
 
     dataset = load_dataset("mnist", args.data_dir)
     PackedModel([TrialConfig()], dataset).evaluate("valid")  # TensorFlow's one-off start-up

@@ -137,8 +137,8 @@ def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
 
     import rates
 
-    from mnistfc.pack.planner import pack_id
-    from mnistfc.plan import load_plan
+    from mnistfc.engine.pack.planner import pack_id
+    from mnistfc.folder.plan import load_plan
 
     plan = load_plan(folder)
     configs = plan.configs()
@@ -160,7 +160,7 @@ def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
 
 
 def _shards(folder: Path) -> list[dict]:
-    from mnistfc.records import list_shards, read_shard
+    from mnistfc.folder.shards import list_shards, read_shard
 
     if not (folder / "shards").is_dir():
         return []
@@ -171,8 +171,8 @@ def _work(shard: dict) -> dict:
     """What one trial ran: epochs, FLOPs (training and evaluation) and Adam's bytes."""
     import rates
 
-    from mnistfc.config import TrialConfig
-    from mnistfc.pack.planner import n_params
+    from mnistfc.engine.pack.planner import n_params
+    from mnistfc.trial.config import TrialConfig
 
     config = TrialConfig.from_dict(shard["config"])
     params = n_params(config)

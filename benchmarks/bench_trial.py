@@ -25,9 +25,9 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from mnistfc.config import TrialConfig
-    from mnistfc.data import load_dataset
-    from mnistfc.train import run_trial
+    from mnistfc.data.dataset import load_dataset
+    from mnistfc.engine.train import run_trial
+    from mnistfc.trial.config import TrialConfig
 
     started = time.perf_counter()
     dataset = load_dataset("mnist", args.data_dir)

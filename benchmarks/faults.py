@@ -278,7 +278,7 @@ def _bad_shards(folder: Path) -> list[tuple[str, bool]]:
 
 # ----------------------------------------------------------------------------------- helpers
 def _outcome(results: Path, planned: int, *, resumed: bool) -> tuple[bool, int]:
-    from mnistfc.records import list_shards, read_shard
+    from mnistfc.folder.shards import list_shards, read_shard
 
     done = [s for s in map(read_shard, list_shards(results)) if s["status"] == "completed"]
     return resumed and len(done) == planned, planned - len(done)
@@ -313,7 +313,7 @@ def _make_data(folder: Path) -> Path:
 
 
 def _hold(folder: Path) -> Path:
-    """Create the file that makes packs wait after each saved epoch (mnistfc.runtime)."""
+    """Create the file that makes packs wait after each saved epoch (mnistfc.engine.runtime)."""
     folder.mkdir(parents=True, exist_ok=True)
     hold = folder / "hold"
     hold.touch()

@@ -36,7 +36,7 @@ def training_bounds(
     configs: list, gflops: float, gbps: float, executed: bool = True
 ) -> tuple[float, float]:
     """Return the seconds the configs' training cannot beat: (FLOPs, Adam's traffic)."""
-    from mnistfc.pack.planner import n_params
+    from mnistfc.engine.pack.planner import n_params
 
     flops = sum(N_TRAIN * train_flops_per_sample(c.units, executed) * c.epochs for c in configs)
     traffic = sum(

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from mnistfc.data import load_raw, split_indices
+from mnistfc.data.dataset import load_raw, split_indices
 
 
 def main() -> None:

@@ -19,27 +19,27 @@ from mnistfc.api import (
     status,
     train_model,
 )
-from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError, DataError, MnistfcError, ShardError
+from mnistfc.trial.config import TrialConfig
 from mnistfc.version import __version__
 
 if TYPE_CHECKING:
-    from mnistfc.aggregate import Results
-    from mnistfc.plan import Submission
-    from mnistfc.progress import SweepStatus
-    from mnistfc.records import TrialResult
-    from mnistfc.render import Report
-    from mnistfc.study_jobs import StudyJobs
+    from mnistfc.folder.plan import Submission
+    from mnistfc.folder.result import TrialResult
+    from mnistfc.folder.study_record import StudyJobs
+    from mnistfc.report.aggregate import Results
+    from mnistfc.report.render import Report
+    from mnistfc.sweep.progress import SweepStatus
 
 
 # Return types, imported when first asked for: `import mnistfc` stays free of pandas.
 _LAZY = {
-    "Report": "mnistfc.render",
-    "Results": "mnistfc.aggregate",
-    "StudyJobs": "mnistfc.study_jobs",
-    "Submission": "mnistfc.plan",
-    "SweepStatus": "mnistfc.progress",
-    "TrialResult": "mnistfc.records",
+    "Report": "mnistfc.report.render",
+    "Results": "mnistfc.report.aggregate",
+    "StudyJobs": "mnistfc.folder.study_record",
+    "Submission": "mnistfc.folder.plan",
+    "SweepStatus": "mnistfc.sweep.progress",
+    "TrialResult": "mnistfc.folder.result",
 }
 
 

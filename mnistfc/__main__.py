@@ -1,5 +1,5 @@
 """Allow ``python -m mnistfc``."""
 
-from mnistfc.cli import main
+from mnistfc.cli.main import main
 
 raise SystemExit(main())

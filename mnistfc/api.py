@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mnistfc.config import TrialConfig
-from mnistfc.spec import SweepSpec
+from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.spec import SweepSpec
 
 if TYPE_CHECKING:  # pandas, TensorFlow and submitit load only when a call needs them
-    from mnistfc.aggregate import Results
+    from mnistfc.folder.plan import Submission
+    from mnistfc.folder.result import TrialResult
+    from mnistfc.folder.study_record import StudyJobs
     from mnistfc.launch.profile import ClusterProfile
-    from mnistfc.plan import Submission
-    from mnistfc.progress import SweepStatus
-    from mnistfc.records import TrialResult
-    from mnistfc.render import Report
-    from mnistfc.study_jobs import StudyJobs
+    from mnistfc.report.aggregate import Results
+    from mnistfc.report.render import Report
+    from mnistfc.sweep.progress import SweepStatus
 
 PathLike = str | os.PathLike[str]
 Executor = Literal["local", "debug", "slurm"]
@@ -63,7 +63,7 @@ def train_model(
     The settings are TrialConfig's fields, defaulting to the exercise's model. The result's
     ``model`` is the Keras model with the best validation epoch's weights.
     """
-    from mnistfc.single import run_single
+    from mnistfc.study.single import run_single
 
     config = TrialConfig(units=units, dropout=dropout, activation=activation,
                          learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
@@ -92,8 +92,8 @@ def run_sweep(
     for; SLURM ones are not unless ``wait=True``. A failed job is listed in the result's
     ``failed_jobs`` (its trials' shards say why; ``status`` counts them), not raised.
     """
-    from mnistfc import sweep
-    from mnistfc.spec import load_spec
+    from mnistfc.sweep import submit as sweep
+    from mnistfc.trial.spec import load_spec
 
     loaded = spec if isinstance(spec, SweepSpec) else load_spec(Path(spec), list(overrides))
     profile = _profile(executor, cluster, cluster_overrides)
@@ -125,8 +125,8 @@ def run_study(
     Locally, every part runs here and the study's report is returned; on SLURM every part
     is submitted as jobs (the report is written by the last) and their ids are returned.
     """
-    from mnistfc.study import load_study
-    from mnistfc.study import run_study as run
+    from mnistfc.study.run import load_study
+    from mnistfc.study.run import run_study as run
 
     study = load_study(Path(spec), list(overrides))
     profile = _profile(executor, cluster, cluster_overrides)
@@ -138,8 +138,8 @@ def status(results: PathLike) -> dict[str, SweepStatus]:
     """Count each sweep's trials by outcome (``mnistfc status``): a sweep's folder gives its
     one sweep, a study's folder each of its sweeps, by folder name. Reads shards and plans
     only (no scheduler query); a folder that is neither raises ConfigError."""
-    from mnistfc.progress import sweep_status
-    from mnistfc.study_jobs import is_study, study_sweeps
+    from mnistfc.folder.study_record import is_study, study_sweeps
+    from mnistfc.sweep.progress import sweep_status
 
     root = Path(results)
     folders = study_sweeps(root) if is_study(root) else [root]
@@ -149,7 +149,7 @@ def status(results: PathLike) -> dict[str, SweepStatus]:
 def load_results(results: PathLike) -> Results:
     """Read a results folder: the per-trial ``frame``, ``grid_table()``, ``budget_table()``,
     ``best_trial()``, and ``partial``/``missing``/``skipped`` for what is not there."""
-    from mnistfc.aggregate import load_results as load
+    from mnistfc.report.aggregate import load_results as load
 
     return load(Path(results))
 
@@ -157,7 +157,7 @@ def load_results(results: PathLike) -> Results:
 def _profile(
     executor: Executor | None, cluster: PathLike | None, cluster_overrides: Sequence[str]
 ) -> ClusterProfile:
-    from mnistfc.launch.profile import load_profile
+    from mnistfc.launch import load_profile
 
     overrides = [*cluster_overrides, *([f"executor={executor}"] if executor else [])]
     return load_profile(None if cluster is None else Path(cluster), overrides)

@@ -10,14 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnistfc import cli, estimators
-from mnistfc.aggregate import load_results
-from mnistfc.budget import best_of_n_pool, best_of_n_repeats
-from mnistfc.config import TrialConfig
-from mnistfc.plan import save_plan
-from mnistfc.records import Status, TrialResult, write_shard
-from mnistfc.search import expand
-from mnistfc.spec import spec_from_dict
+from mnistfc.cli import main as cli
+from mnistfc.folder.plan import save_plan
+from mnistfc.folder.result import TrialResult
+from mnistfc.folder.schema import Status
+from mnistfc.folder.shards import write_shard
+from mnistfc.report import estimators
+from mnistfc.report.aggregate import load_results
+from mnistfc.report.budget import best_of_n_pool, best_of_n_repeats
+from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.search import expand
+from mnistfc.trial.spec import spec_from_dict
 
 GRID = {
     "kind": "grid",

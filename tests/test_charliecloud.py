@@ -27,10 +27,9 @@ from helpers.sweeps import write_tiny_grid
 from test_container import TAG, image  # noqa: F401  (the module-scoped image fixture)
 
 import mnistfc
-from mnistfc import cli
-from mnistfc.launch import container
-from mnistfc.launch.profile import load_profile
-from mnistfc.records import list_shards, read_shard
+from mnistfc.cli import main as cli
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.launch import container, load_profile
 
 # Installs packages, starts daemons or builds the image: under pytest-xdist (`make test`) every
 # such module runs on one worker, one test after another (xdist_group "system").

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from helpers.sweeps import write_tiny_grid, write_two_pack_grid
 
-from mnistfc.claims import Claims
-from mnistfc.pack.planner import pack_id, plan_packs
-from mnistfc.records import SweepRef, list_shards, read_shard
-from mnistfc.search import expand
-from mnistfc.spec import load_spec
-from mnistfc.worker import TaskSpec, run_task
+from mnistfc.engine.pack.planner import pack_id, plan_packs
+from mnistfc.folder.claims import Claims
+from mnistfc.folder.result import SweepRef
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.launch.worker import TaskSpec, run_task
+from mnistfc.trial.search import expand
+from mnistfc.trial.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_a_claimed_trial_is_refused_until_released(tmp_path: Path) -> None:
 def test_a_killed_holder_frees_its_claims(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from mnistfc.claims import Claims; "
+         "import sys, time; from mnistfc.folder.claims import Claims; "
          f"c = Claims({str(tmp_path)!r}); assert c.claim('abc'); print('held', flush=True); "
          "time.sleep(120)"],
         stdout=subprocess.PIPE, text=True,
@@ -65,7 +66,7 @@ class _OnLog(logging.Handler):
 
 @contextlib.contextmanager
 def _on_worker_log(text: str, action: Callable[[int], None]) -> Iterator[_OnLog]:
-    logger = logging.getLogger("mnistfc.worker")
+    logger = logging.getLogger("mnistfc.launch.worker")
     handler, level = _OnLog(text, action), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

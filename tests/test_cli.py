@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mnistfc import cli
-from mnistfc.records import list_shards, read_shard
+from mnistfc.cli import main as cli
+from mnistfc.folder.shards import list_shards, read_shard
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--units", "16", "--batch-size", "64", "--epochs", "2", "--valid-size", "28"]
@@ -48,9 +48,9 @@ def test_train_writes_every_file_of_the_single_model_study(
 
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_saved_weights_reload_to_the_reported_accuracy(npz_dir: Path, tmp_path: Path) -> None:
-    from mnistfc.config import TrialConfig
-    from mnistfc.data import load_dataset
-    from mnistfc.model import build_model
+    from mnistfc.data.dataset import load_dataset
+    from mnistfc.engine.model import build_model
+    from mnistfc.trial.config import TrialConfig
 
     out = tmp_path / "run"
     assert cli.main(["train", "--data-dir", str(npz_dir), "--out", str(out), *TINY]) == 0

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnistfc.config import TrialConfig
 from mnistfc.errors import ConfigError
+from mnistfc.trial.config import TrialConfig
 
 
 def test_defaults_are_the_exercise_model() -> None:

@@ -29,9 +29,9 @@ from helpers.data import make_arrays, write_npz
 from helpers.sweeps import write_tiny_grid
 
 import mnistfc
-from mnistfc import cli
-from mnistfc.records import list_shards, read_shard
-from mnistfc.search import chunk
+from mnistfc.cli import main as cli
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.trial.search import chunk
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -276,7 +276,7 @@ def test_entrypoint_runs_as_a_user_and_python3_serves_submitit(image: dict) -> N
     assert run.stdout.strip() == f"mnistfc {mnistfc.__version__}"
     # cluster.container_python runs `apptainer exec ... IMAGE python3 -m submitit.core._submit`
     run = run_in(
-        TAG, "sh", "-c", 'id -u; python3 -c "import mnistfc.worker, submitit.core._submit"'
+        TAG, "sh", "-c", 'id -u; python3 -c "import mnistfc.launch.worker, submitit.core._submit"'
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() != "0"

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from mnistfc.errors import ConfigError
-from mnistfc.launch import container
-from mnistfc.launch.profile import load_profile
+from mnistfc.launch import container, load_profile
 from mnistfc.provenance import image_digest
 
 SBATCH = Path(__file__).resolve().parents[1] / "jobs" / "sweep-array.sbatch"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers.data import idx_bytes, write_idx, write_npz
 
-from mnistfc import cli
-from mnistfc.data import (
+from mnistfc.cli import main as cli
+from mnistfc.data.dataset import (
     CANONICAL_CONTENT_SHA256,
     load_dataset,
     load_raw,
@@ -202,7 +202,7 @@ def test_idx_header_checks_do_not_trust_the_dimensions(tmp_path: Path, arrays: d
 
 
 def test_the_stratified_split_is_seeded_alike_and_disjoint() -> None:
-    from mnistfc.data import split_indices
+    from mnistfc.data.dataset import split_indices
 
     labels = np.repeat(np.arange(10), [98, 113, 103, 101, 98, 89, 96, 103, 97, 102])
     np.random.default_rng(0).shuffle(labels)
@@ -219,8 +219,8 @@ def test_the_stratified_split_is_seeded_alike_and_disjoint() -> None:
 
 
 def test_a_stratified_trial_records_its_split_and_keeps_older_ids(npz_dir) -> None:
-    from mnistfc.config import TrialConfig
-    from mnistfc.data import dataset_for
+    from mnistfc.data.dataset import dataset_for
+    from mnistfc.trial.config import TrialConfig
 
     assert TrialConfig().trial_id == "788d96fe7049"  # the id every earlier mnistfc gave
     assert "valid_split" not in TrialConfig().to_dict()

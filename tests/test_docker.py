@@ -34,7 +34,7 @@ import pytest
 from helpers.data import make_arrays, write_npz
 
 import mnistfc
-from mnistfc.records import list_shards, read_shard
+from mnistfc.folder.shards import list_shards, read_shard
 
 if sys.version_info >= (3, 11):
     import tomllib

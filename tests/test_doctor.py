@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistfc import cli
+from mnistfc.cli import main as cli
 
 
 def test_a_local_host_with_the_real_dataset_passes(real_mnist_dir: Path, tmp_path: Path, capsys):

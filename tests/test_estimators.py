@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pytest
 
-from mnistfc import estimators as est
+from mnistfc.report import estimators as est
 
 REPS = 400
 POOLS = (50, 100, 200, 400)

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistfc import cli, estimators, exercise
-from mnistfc.aggregate import load_results
-from mnistfc.config import TrialConfig
-from mnistfc.plan import save_plan
-from mnistfc.records import Status, TrialResult, write_shard
-from mnistfc.records.labels import predictions_record
-from mnistfc.search import expand
-from mnistfc.spec import spec_from_dict
+from mnistfc.cli import main as cli
+from mnistfc.folder.labels import predictions_record
+from mnistfc.folder.plan import save_plan
+from mnistfc.folder.result import TrialResult
+from mnistfc.folder.schema import Status
+from mnistfc.folder.shards import write_shard
+from mnistfc.report import estimators, exercise
+from mnistfc.report.aggregate import load_results
+from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.search import expand
+from mnistfc.trial.spec import spec_from_dict
 
 N_VALID, N_TEST = 2000, 8000
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers.sweeps import write_tiny_grid
 
-from mnistfc import cli
-from mnistfc.records import list_shards, read_shard, shard_dir
+from mnistfc.cli import main as cli
+from mnistfc.folder.shards import list_shards, read_shard, shard_dir
 
 
 def _mount(*args: str) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from helpers.data import write_npz
 
-from mnistfc import cli
-from mnistfc.data import CANONICAL_CONTENT_SHA256, locate
+from mnistfc.cli import main as cli
+from mnistfc.data.dataset import CANONICAL_CONTENT_SHA256, locate
+from mnistfc.data.fetch import prepare
 from mnistfc.errors import DataError, MnistfcError
-from mnistfc.fetch import prepare
 
 
 @pytest.fixture

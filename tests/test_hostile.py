@@ -29,16 +29,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mnistfc import cli
-from mnistfc.config import ACTIVATIONS, DATASETS, TrialConfig
-from mnistfc.data import load_raw
+from mnistfc.cli import main as cli
+from mnistfc.data.dataset import load_raw
+from mnistfc.data.formats import IMAGE_SHAPE, N_CLASSES, RawDataset
 from mnistfc.errors import ConfigError, DataError, ShardError
-from mnistfc.formats import IMAGE_SHAPE, N_CLASSES, RawDataset
-from mnistfc.launch.profile import ClusterProfile, load_profile
-from mnistfc.plan import save_plan
-from mnistfc.records import HISTORY_KEYS, SPLITS, TIMING_KEYS, Status, read_shard
-from mnistfc.search import expand
-from mnistfc.spec import apply_overrides, load_spec, spec_from_dict
+from mnistfc.folder.plan import save_plan
+from mnistfc.folder.schema import HISTORY_KEYS, SPLITS, TIMING_KEYS, Status
+from mnistfc.folder.shards import read_shard
+from mnistfc.launch import load_profile
+from mnistfc.launch.profile import ClusterProfile
+from mnistfc.trial.config import ACTIVATIONS, DATASETS, TrialConfig
+from mnistfc.trial.search import expand
+from mnistfc.trial.spec import apply_overrides, load_spec, spec_from_dict
 
 FAST = settings(max_examples=50, deadline=None)
 FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
@@ -717,6 +719,10 @@ NUMERIC_COLUMNS = (
 @given(
     st.lists(st.tuples(shard_edits, st.booleans()), min_size=2, max_size=2), st.binary(max_size=50)
 )
+@example(
+    [([("schema_version", "set", "completed")], False), ([("data", "set", "completed")], False)],
+    b"",
+)  # was AttributeError: data a string
 def test_aggregate_skips_hostile_shards_and_tables_only_hold_good_numbers(
     hostile_edits: list[tuple[list[tuple[str, str, Any]], bool]], junk: bytes
 ) -> None:

@@ -9,12 +9,11 @@ import pytest
 from helpers.sweeps import write_tiny_grid
 
 from mnistfc.errors import ConfigError
-from mnistfc.launch import EXECUTORS, backend
+from mnistfc.launch import EXECUTORS, backend, load_profile
 from mnistfc.launch.base import Backend
-from mnistfc.launch.profile import load_profile
 from mnistfc.launch.slurm import sbatch_parameters, sbatch_script
-from mnistfc.spec import load_spec
-from mnistfc.sweep import plan_submission
+from mnistfc.sweep.submit import plan_submission
+from mnistfc.trial.spec import load_spec
 
 
 def test_every_registered_executor_is_a_backend() -> None:
@@ -100,7 +99,7 @@ def test_a_sweep_is_split_into_arrays_within_max_array_size_and_fits_the_job_lim
 def test_plan_only_prints_one_sbatch_line_per_array_with_its_chunk_offset(
     tmp_path: Path, npz_dir: Path, capsys
 ) -> None:
-    from mnistfc import cli
+    from mnistfc.cli import main as cli
 
     spec = write_tiny_grid(tmp_path / "jobs", dropouts="[0.0, 0.1, 0.2, 0.3]")
     results = tmp_path / "r"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnistfc.config import TrialConfig
-from mnistfc.model import build_model
+from mnistfc.engine.model import build_model
+from mnistfc.trial.config import TrialConfig
 
 
 def test_architecture_matches_the_exercise() -> None:

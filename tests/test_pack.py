@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mnistfc.config import TrialConfig
-from mnistfc.launch.profile import load_profile
-from mnistfc.pack.planner import balance, pack_bytes, pack_key, plan_packs, trial_cost
-from mnistfc.spec import load_spec
-from mnistfc.sweep import plan_submission
+from mnistfc.engine.pack.planner import balance, pack_bytes, pack_key, plan_packs, trial_cost
+from mnistfc.launch import load_profile
+from mnistfc.sweep.submit import plan_submission
+from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

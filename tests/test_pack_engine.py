@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnistfc.config import TrialConfig
-from mnistfc.data import RawDataset, load_dataset, preprocess
+from mnistfc.data.dataset import RawDataset, load_dataset, preprocess
+from mnistfc.engine.model import build_model
+from mnistfc.engine.pack import loop
+from mnistfc.engine.pack.loop import run_pack
+from mnistfc.engine.pack.model import PackedModel
+from mnistfc.engine.pack.planner import pack_id
+from mnistfc.engine.train import run_trial
 from mnistfc.errors import ConfigError, Interrupted
-from mnistfc.model import build_model
-from mnistfc.pack import engine
-from mnistfc.pack.engine import run_pack
-from mnistfc.pack.model import PackedModel
-from mnistfc.pack.planner import pack_id
-from mnistfc.pack.state import checkpoint_path
-from mnistfc.records import Status, SweepRef, list_shards, read_shard
-from mnistfc.records.labels import correct
-from mnistfc.train import run_trial
+from mnistfc.folder.checkpoints import checkpoint_path
+from mnistfc.folder.labels import correct
+from mnistfc.folder.result import SweepRef
+from mnistfc.folder.schema import Status
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.trial.config import TrialConfig
 
 
 @pytest.fixture
@@ -234,7 +236,7 @@ def test_a_stopped_pack_resumes_with_identical_numbers(
 ) -> None:
     """SIGTERM saves at the next step boundary (mid-epoch) or at the epoch's end; a rerun
     resumes there and ends with exactly the numbers of an uninterrupted run."""
-    monkeypatch.setattr(engine, "SEGMENT_STEPS", 4)  # 16 steps an epoch: 4 segments
+    monkeypatch.setattr(loop, "SEGMENT_STEPS", 4)  # 16 steps an epoch: 4 segments
     configs = [small(dropout=0.3, seed=1, epochs=4), small(units=8, seed=2, epochs=4)]
     uninterrupted = run_pack(configs, dataset)
     checkpoint = checkpoint_path(tmp_path, pack_id(configs))
@@ -287,8 +289,8 @@ def test_a_pack_saves_by_time_never_after_its_last_epoch(
     """Saving is due once ``checkpoint_s`` has passed since the last save: 0 saves at every
     epoch end but the last (its shards follow at once), a long interval never."""
     calls: list[int] = []
-    real = engine.save_state
-    monkeypatch.setattr(engine, "save_state", lambda path, arrays, state: (
+    real = loop.save_state
+    monkeypatch.setattr(loop, "save_state", lambda path, arrays, state: (
         calls.append(state.epoch), real(path, arrays, state))[1])  # fmt: skip
     run_pack([small(epochs=4)], dataset, tmp_path, checkpoint_s=every)
     assert calls == [1, 2, 3][:saves]

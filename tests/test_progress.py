@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistfc import cli
-from mnistfc.plan import Submission, record_submission, save_plan
-from mnistfc.search import expand
-from mnistfc.spec import spec_from_dict
+from mnistfc.cli import main as cli
+from mnistfc.folder.plan import Submission, record_submission, save_plan
+from mnistfc.trial.search import expand
+from mnistfc.trial.spec import spec_from_dict
 
 GRID = {"kind": "grid", "name": "g", "base": {"epochs": 2}, "grid": {"units": [16, 32]}}
 

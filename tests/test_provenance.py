@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from helpers.sweeps import write_tiny_grid
 
-from mnistfc import __version__, cli, provenance
-from mnistfc.records import list_shards, read_shard
+from mnistfc import __version__, provenance
+from mnistfc.cli import main as cli
+from mnistfc.folder.shards import list_shards, read_shard
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ENV_KEYS = {

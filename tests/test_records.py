@@ -7,19 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistfc.config import TrialConfig
 from mnistfc.errors import ShardError
-from mnistfc.records import (
-    SCHEMA_VERSION,
-    Status,
-    TrialResult,
-    list_shards,
-    read_result,
-    read_shard,
-    shard_path,
-    write_shard,
-)
-from mnistfc.records.labels import encode_labels, predictions_record
+from mnistfc.folder.labels import encode_labels, predictions_record
+from mnistfc.folder.result import TrialResult
+from mnistfc.folder.schema import SCHEMA_VERSION, Status
+from mnistfc.folder.shards import list_shards, read_result, read_shard, shard_path, write_shard
+from mnistfc.trial.config import TrialConfig
 
 # Golden: changing this set is a schema change and needs a SCHEMA_VERSION bump.
 GOLDEN_KEYS = {
@@ -94,7 +87,7 @@ def test_an_interrupted_write_leaves_nothing_behind(
 ) -> None:
     write_shard(tmp_path, make_result())
     before = read_shard(shard_path(tmp_path, make_result().trial_id))
-    monkeypatch.setattr("mnistfc.records.store.atomic_write_text", lambda p, t: _fail_midway(p))
+    monkeypatch.setattr("mnistfc.folder.shards.atomic_write_text", lambda p, t: _fail_midway(p))
     with pytest.raises(OSError, match="No space"):
         write_shard(tmp_path, make_result())
     assert read_shard(shard_path(tmp_path, make_result().trial_id)) == before
@@ -158,7 +151,7 @@ def test_failed_and_diverged_shards(tmp_path: Path) -> None:
     record = make_result(Status.FAILED, units=32).to_record()
     record["error"] = None
     with pytest.raises(ShardError, match="must carry its error"):
-        from mnistfc.records import validate_record
+        from mnistfc.folder.schema import validate_record
 
         validate_record(record, "x")
 

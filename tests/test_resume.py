@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from helpers.sweeps import write_two_pack_grid
 
-from mnistfc import cli
-from mnistfc.launch.profile import load_profile
-from mnistfc.records import list_shards, read_shard
-from mnistfc.runtime import HOLD_ENV
-from mnistfc.spec import load_spec
-from mnistfc.sweep import plan_submission
+from mnistfc.cli import main as cli
+from mnistfc.engine.runtime import HOLD_ENV
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.launch import load_profile
+from mnistfc.sweep.submit import plan_submission
+from mnistfc.trial.spec import load_spec
 
 
 def _until(condition: Callable[[], bool], what: str) -> None:
@@ -97,7 +97,7 @@ def test_a_killed_local_sweep_resumes_every_checkpoint_with_identical_numbers(
 
 def test_a_rerun_keeps_only_packs_whose_trials_are_all_unfinished(tmp_path: Path) -> None:
     from mnistfc.launch.tasks import reusable_packs
-    from mnistfc.search import expand
+    from mnistfc.trial.search import expand
 
     trials = expand(load_spec(write_two_pack_grid(tmp_path / "jobs")))
     ids = [t.trial_id for t in trials]
@@ -109,8 +109,8 @@ def test_a_rerun_keeps_only_packs_whose_trials_are_all_unfinished(tmp_path: Path
 
 
 def test_only_packed_submissions_record_packs_to_resume(tmp_path: Path) -> None:
-    from mnistfc.plan import Submission, load_plan, record_submission, save_plan
-    from mnistfc.search import expand
+    from mnistfc.folder.plan import Submission, load_plan, record_submission, save_plan
+    from mnistfc.trial.search import expand
 
     spec = load_spec(write_two_pack_grid(tmp_path / "jobs"))
     trials = expand(spec)

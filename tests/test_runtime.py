@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistfc.runtime import filter_tf_lines
+from mnistfc.engine.runtime import filter_tf_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 # What TensorFlow 2.21's CUDA build printed on this repository's CPU machines at start-up.
@@ -33,7 +33,7 @@ def test_startup_chatter_is_dropped_and_real_problems_kept() -> None:
 
 
 def _start_tensorflow(**env: str) -> str:
-    code = "from mnistfc.runtime import load_tensorflow; load_tensorflow(); print('ok')"
+    code = "from mnistfc.engine.runtime import load_tensorflow; load_tensorflow(); print('ok')"
     run = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -57,7 +57,7 @@ def test_a_new_process_starts_tensorflow_without_a_word_and_verbose_shows_it() -
 def test_a_gpu_is_expected_where_the_scheduler_or_the_user_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mnistfc import runtime
+    from mnistfc.engine import runtime
 
     monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no driver tool here
     monkeypatch.delenv("MNISTFC_REQUIRE_GPU", raising=False)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from mnistfc.errors import ConfigError
-from mnistfc.search import chunk, expand
-from mnistfc.spec import load_spec
+from mnistfc.trial.search import chunk, expand
+from mnistfc.trial.spec import load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

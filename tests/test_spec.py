@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from mnistfc.errors import ConfigError
-from mnistfc.launch.profile import load_profile
-from mnistfc.spec import load_spec, spec_from_dict
+from mnistfc.launch import load_profile
+from mnistfc.trial.spec import load_spec, spec_from_dict
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -123,9 +123,9 @@ def test_cluster_profiles() -> None:
 def test_a_list_spec_holds_explicit_trials_and_reads_back_from_its_plan_form(
     tmp_path: Path,
 ) -> None:
-    from mnistfc.config import TrialConfig
-    from mnistfc.search import expand
-    from mnistfc.spec import list_spec
+    from mnistfc.trial.config import TrialConfig
+    from mnistfc.trial.search import expand
+    from mnistfc.trial.spec import list_spec
 
     stratified = TrialConfig(units=64, seed=2, valid_split="stratified")
     spec = list_spec("confirm", [TrialConfig(units=64, seed=1), stratified, stratified])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mnistfc
-from mnistfc import cli
+from mnistfc.cli import main as cli
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

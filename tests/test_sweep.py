@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from helpers.sweeps import write_tiny_grid
 
-from mnistfc import cli
-from mnistfc.launch.profile import load_profile
+from mnistfc.cli import main as cli
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.launch import load_profile
 from mnistfc.launch.slurm import sbatch_script
-from mnistfc.records import list_shards, read_shard
-from mnistfc.spec import load_spec
-from mnistfc.sweep import plan_submission
+from mnistfc.sweep.submit import plan_submission
+from mnistfc.trial.spec import load_spec
 
 
 @pytest.fixture

@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistfc.config import TrialConfig
-from mnistfc.data import RawDataset, load_dataset, preprocess
+from mnistfc.data.dataset import RawDataset, load_dataset, preprocess
+from mnistfc.engine.train import run_trial
 from mnistfc.errors import ConfigError
-from mnistfc.records import Status, SweepRef, list_shards, read_shard
-from mnistfc.records.labels import correct, decode_labels
-from mnistfc.train import run_trial
+from mnistfc.folder.labels import correct, decode_labels
+from mnistfc.folder.result import SweepRef
+from mnistfc.folder.schema import Status
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.trial.config import TrialConfig
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ def test_an_exception_writes_a_failed_shard_and_is_reraised(
     def broken_model(config: TrialConfig) -> None:
         raise MemoryError("simulated out-of-memory while building the model")
 
-    monkeypatch.setattr("mnistfc.train.build_model", broken_model)
+    monkeypatch.setattr("mnistfc.engine.train.build_model", broken_model)
     with pytest.raises(MemoryError):
         run_trial(small(), dataset, tmp_path)
     record = read_shard(list_shards(tmp_path)[0])

@@ -19,8 +19,8 @@ from typing import Any
 
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Pack, Task
-from mnistfc.spec import SweepSpec
-from mnistfc.worker import TaskSpec
+from mnistfc.launch.worker import TaskSpec
+from mnistfc.trial.spec import SweepSpec
 
 SUBMITIT_DIR = "submitit"
 Progress = Callable[[int, int], None]

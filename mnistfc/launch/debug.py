@@ -14,7 +14,7 @@ from mnistfc.launch.base import (
     import_submitit,
 )
 from mnistfc.launch.local import Local
-from mnistfc.worker import TaskSpec, run_task
+from mnistfc.launch.worker import TaskSpec, run_task
 
 
 class Debug(Local):

@@ -21,7 +21,7 @@ from mnistfc.launch.base import (
     import_submitit,
 )
 from mnistfc.launch.tasks import Task, per_lane
-from mnistfc.worker import TaskRunner, TaskSpec
+from mnistfc.launch.worker import TaskRunner, TaskSpec
 
 MAX_CPU_LANES = 4  # measured (benchmarks/bench_grid.py): more single-threaded lanes gain nothing
 

@@ -1,21 +1,18 @@
 """Cluster profiles (``jobs/clusters/*.toml``): where and how tasks run, validated whole.
 
 The profile is one flat TOML table, so a site writes one file; the keys every executor
-reads are checked here, and each backend checks its own keys (``Backend.problems``).
+reads are checked here (``common_problems``), each backend checks its own
+(``Backend.problems``), and ``mnistfc.launch.load_profile`` reads a file and asks both.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mnistfc.errors import ConfigError, format_problems
-from mnistfc.runtime import CHECKPOINT_MIN
-from mnistfc.spec import apply_overrides, read_toml
+from mnistfc.engine.runtime import CHECKPOINT_MIN
 
 DEFAULT_PACK_MB = 1024.0
 # container_runtime -> the program that runs a command in an image (launch/container.py)
@@ -53,49 +50,7 @@ class ClusterProfile:
     sbatch: Mapping[str, Any] = field(default_factory=dict)
 
 
-def load_profile(path: str | Path | None, overrides: Sequence[str] = ()) -> ClusterProfile:
-    """Load a cluster profile (None: the local defaults); report every problem at once."""
-    from mnistfc.launch import EXECUTORS, backend
-
-    data = read_toml(path, overrides) if path is not None else apply_overrides({}, overrides)
-    where = str(path) if path is not None else "default profile"
-    problems: list[str] = []
-    valid = {f.name for f in dataclasses.fields(ClusterProfile)}
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        problems.append(f"unknown key(s) {unknown}; valid: {sorted(valid)}")
-    values = {k: v for k, v in data.items() if k in valid}
-    for key in ("partition", "account", "qos", "container"):
-        if values.get(key) == "":
-            values[key] = None  # TOML has no null: an empty string means unset
-    for key in ("container_binds", "setup"):
-        if key in values:
-            if not isinstance(values[key], list) or not all(
-                isinstance(s, str) for s in values[key]
-            ):
-                problems.append(f"{key}: must be a list of strings, got {values[key]!r}")
-            else:
-                values[key] = tuple(values[key])
-    if "sbatch" in values and not isinstance(values["sbatch"], dict):
-        problems.append(
-            f"sbatch: must be a table of extra sbatch parameters, got {values['sbatch']!r}"
-        )
-    profile = ClusterProfile()
-    try:
-        profile = ClusterProfile(**values)
-    except TypeError as exc:
-        problems.append(str(exc))
-    problems += _common_problems(profile)
-    if profile.executor not in EXECUTORS:
-        problems.append(f"executor: {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
-    else:
-        problems += backend(profile.executor).problems(profile)
-    if problems:
-        raise ConfigError(format_problems(where, problems))
-    return profile
-
-
-def _common_problems(p: ClusterProfile) -> list[str]:
+def common_problems(p: ClusterProfile) -> list[str]:
     problems = []
     for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
         if not is_int(getattr(p, key)) or getattr(p, key) < 1:

@@ -19,8 +19,8 @@ from mnistfc.launch.base import Backend, JobStates, Resources, SubmissionPlan, i
 from mnistfc.launch.limits import SLURM_DEFAULT_MAX_ARRAY_SIZE, SiteLimits, site_limits
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.launch.tasks import Task, per_pack
+from mnistfc.launch.worker import TaskRunner, TaskSpec
 from mnistfc.provenance import IMAGE_DIGEST_ENV, image_digest
-from mnistfc.worker import TaskRunner, TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mnistfc.pack.planner import balance, pack_key, plan_packs, trial_cost
-from mnistfc.search import PlannedTrial, chunk
+from mnistfc.engine.pack.planner import balance, pack_key, plan_packs, trial_cost
+from mnistfc.trial.search import PlannedTrial, chunk
 
 Pack = list[PlannedTrial]
 Task = list[Pack]

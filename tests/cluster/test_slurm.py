@@ -14,12 +14,12 @@ import pytest
 from helpers.data import make_arrays, write_npz
 from helpers.sweeps import write_tiny_grid, write_two_pack_grid
 
-from mnistfc import cli
-from mnistfc.config import TrialConfig
-from mnistfc.data import load_dataset
-from mnistfc.pack.engine import run_pack
-from mnistfc.records import list_shards, read_shard
-from mnistfc.runtime import HOLD_ENV
+from mnistfc.cli import main as cli
+from mnistfc.data.dataset import load_dataset
+from mnistfc.engine.pack.loop import run_pack
+from mnistfc.engine.runtime import HOLD_ENV
+from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.trial.config import TrialConfig
 
 # Installs packages, starts daemons or builds the image: under pytest-xdist (`make test`) every
 # such module runs on one worker, one test after another (xdist_group "system").

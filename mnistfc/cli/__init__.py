@@ -1,0 +1,2 @@
+"""The command line: its grammar (``parser``), its verbs (``main``), what it prints
+(``console``) and the environment check (``doctor``)."""

@@ -1,0 +1,1 @@
+"""A sweep on an executor: plan and submit it (``submit``), follow it (``progress``)."""
