@@ -137,20 +137,18 @@ def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
 
     import rates
 
-    from mnistfc.engine.pack.planner import pack_id
     from mnistfc.folder.plan import load_plan
 
-    plan = load_plan(folder)
-    configs = plan.configs()
-    packs = {pack_id([configs[t] for t in pack]): pack for pack in plan.recorded_packs()}
+    packs = {pack.id: pack for pack in load_plan(folder).recorded_packs()}
     timed = re.compile(r"pack (\w+) timing: build [\d.]+ s, epochs ([\d.]+) s")
     print("packs (each lane's share of the rates): batch trials  epochs s  FLOP s  memory s  "
           "/ bound")  # fmt: skip
     for err in sorted((folder / "submitit").glob("*_log.err")):
         for match in timed.finditer(err.read_text()):
-            members = [configs[t] for t in packs.get(match.group(1), ())]
-            if not members:
+            pack = packs.get(match.group(1))
+            if pack is None:
                 continue
+            members = list(pack.configs)
             epochs_s = float(match.group(2))
             flop_s, memory_s = rates.training_bounds(members, gflops, gbps)
             print(
@@ -160,9 +158,9 @@ def _packs_against_bounds(folder: Path, gflops: float, gbps: float) -> None:
 
 
 def _shards(folder: Path) -> list[dict]:
-    from mnistfc.folder.shards import list_shards, read_shard
+    from mnistfc.folder.shards import list_shards, read_shard, shard_dir
 
-    if not (folder / "shards").is_dir():
+    if not shard_dir(folder).is_dir():
         return []
     return [s for s in map(read_shard, list_shards(folder)) if s["status"] != "failed"]
 

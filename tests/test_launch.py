@@ -81,7 +81,7 @@ def test_a_sweep_is_split_into_arrays_within_max_array_size_and_fits_the_job_lim
     spec = load_spec(write_tiny_grid(tmp_path / "jobs", dropouts="[0.0, 0.1, 0.2, 0.3]"))
     plan = plan_submission(spec, profile, tmp_path / "r", data_dir=str(npz_dir))
     assert len(plan.tasks) == 5 and plan.n_trials == 8  # 8 one-trial tasks merged into 5
-    assert sorted(len(task) for task in plan.tasks) == [1, 1, 2, 2, 2]
+    assert sorted(len(task.packs) for task in plan.tasks) == [1, 1, 2, 2, 2]
     lines = backend("slurm").dry_run(plan)
     assert "2 array job(s) (MaxArraySize 3; at most 7 jobs queued, 2 already are):" in lines
     assert "  #SBATCH --array=0-2%3   (tasks 0-2)" in lines

@@ -15,15 +15,15 @@ from mnistfc.engine.model import build_model
 from mnistfc.engine.pack import loop
 from mnistfc.engine.pack.loop import run_pack
 from mnistfc.engine.pack.model import PackedModel
-from mnistfc.engine.pack.planner import pack_id
 from mnistfc.engine.train import run_trial
 from mnistfc.errors import ConfigError, Interrupted
 from mnistfc.folder.checkpoints import checkpoint_path
 from mnistfc.folder.labels import correct
 from mnistfc.folder.result import SweepRef
 from mnistfc.folder.schema import Status
-from mnistfc.folder.shards import list_shards, read_shard
+from mnistfc.folder.shards import list_shards, read_shard, shard_path
 from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.packs import pack_id
 
 
 @pytest.fixture
@@ -193,6 +193,22 @@ def test_trials_that_cannot_share_a_step_are_refused_with_failed_shards(
     assert all(r["status"] == "failed" and "one batch size" in r["error"] for r in records)
 
 
+def test_a_failing_pack_leaves_the_shards_of_trials_finished_elsewhere_alone(
+    dataset, tmp_path: Path
+) -> None:
+    """A pack resumed whole although one trial was finished by another worker: its failure
+    writes failed shards for the other trials, never over that trial's result."""
+    configs = [small(batch_size=32), small(batch_size=64, seed=2)]
+    elsewhere = shard_path(tmp_path, configs[0].trial_id)
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text("the other worker's result\n")
+    with pytest.raises(ConfigError, match="one batch size"):
+        run_pack(configs, dataset, tmp_path, finished_elsewhere={configs[0].trial_id})
+    assert elsewhere.read_text() == "the other worker's result\n"
+    failed = read_shard(shard_path(tmp_path, configs[1].trial_id))
+    assert failed["status"] == "failed" and "one batch size" in failed["error"]
+
+
 @pytest.mark.slow
 def test_packed_and_keras_grids_agree_on_real_mnist(real_mnist_dir: Path) -> None:
     data = load_dataset("mnist", real_mnist_dir)
@@ -239,7 +255,7 @@ def test_a_stopped_pack_resumes_with_identical_numbers(
     monkeypatch.setattr(loop, "SEGMENT_STEPS", 4)  # 16 steps an epoch: 4 segments
     configs = [small(dropout=0.3, seed=1, epochs=4), small(units=8, seed=2, epochs=4)]
     uninterrupted = run_pack(configs, dataset)
-    checkpoint = checkpoint_path(tmp_path, pack_id(configs))
+    checkpoint = checkpoint_path(tmp_path, pack_id(c.trial_id for c in configs))
     handler = signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as patched:
         _stop_after(patched, epoch=2, step=4 if where == "mid-epoch" else 12)
@@ -269,7 +285,7 @@ def test_sigusr2_saves_the_pack_then_reaches_the_handler_it_found(
     boundary and saves it, then the handler installed before (submitit's: checkpoint and
     requeue) runs, with the state already on disk, though no save was due by time."""
     configs = [small(epochs=3)]
-    checkpoint = checkpoint_path(tmp_path, pack_id(configs))
+    checkpoint = checkpoint_path(tmp_path, pack_id(c.trial_id for c in configs))
     handled: list[bool] = []
     previous = signal.signal(signal.SIGUSR2, lambda *_: handled.append(checkpoint.exists()))
     try:
@@ -301,7 +317,7 @@ def test_an_unusable_checkpoint_is_ignored(
     dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configs = [small(epochs=2)]
-    checkpoint = checkpoint_path(tmp_path, pack_id(configs))
+    checkpoint = checkpoint_path(tmp_path, pack_id(c.trial_id for c in configs))
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a checkpoint")
     assert run_pack(configs, dataset, tmp_path)[0].status is Status.COMPLETED
@@ -311,6 +327,6 @@ def test_an_unusable_checkpoint_is_ignored(
         _stop_after(patched, epoch=1)
         with pytest.raises(Interrupted):
             run_pack(other, dataset, tmp_path)
-    checkpoint_path(tmp_path, pack_id(other)).rename(checkpoint)
+    checkpoint_path(tmp_path, pack_id(c.trial_id for c in other)).rename(checkpoint)
     result = run_pack(configs, dataset, tmp_path)[0]
     assert len(result.history) == 2 and result.history[0]["epoch"] == 1

@@ -10,6 +10,7 @@ import pytest
 
 from mnistfc.cli import main as cli
 from mnistfc.folder.plan import Submission, record_submission, save_plan
+from mnistfc.trial.packs import Pack, Task
 from mnistfc.trial.search import expand
 from mnistfc.trial.spec import spec_from_dict
 
@@ -29,7 +30,7 @@ def submitted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     trials = expand(spec)
     results = tmp_path / "r"
     save_plan(results, spec, trials, None, packed=True)
-    tasks = tuple(((t.trial_id,),) for t in trials)
+    tasks = tuple(Task((Pack((t,)),)) for t in trials)
     record_submission(results, Submission("slurm", tasks, True, ("77_0", "77_1")))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -22,6 +22,7 @@ from mnistfc.engine.runtime import HOLD_ENV
 from mnistfc.folder.shards import list_shards, read_shard
 from mnistfc.launch import load_profile
 from mnistfc.sweep.submit import plan_submission
+from mnistfc.trial.packs import Pack, Task
 from mnistfc.trial.spec import load_spec
 
 
@@ -48,7 +49,7 @@ def test_a_killed_local_sweep_resumes_every_checkpoint_with_identical_numbers(
     args = ["--data-dir", str(npz_dir), "--executor", "local", "--max-parallel", "2"]
     plan = plan_submission(load_spec(spec), load_profile(None), tmp_path / "x",
                            data_dir=str(npz_dir), max_parallel=2)  # fmt: skip
-    assert [len(task) for task in plan.tasks] == [2, 2]  # two lanes of two packs each
+    assert [len(task.packs) for task in plan.tasks] == [2, 2]  # two lanes of two packs each
 
     reference = tmp_path / "uninterrupted"
     assert cli.main(["sweep", str(spec), "--results", str(reference), *args]) == 0
@@ -101,10 +102,10 @@ def test_a_rerun_keeps_only_packs_whose_trials_are_all_unfinished(tmp_path: Path
 
     trials = expand(load_spec(write_two_pack_grid(tmp_path / "jobs")))
     ids = [t.trial_id for t in trials]
-    recorded = [tuple(ids[:4]), tuple(ids[4:6]), tuple(ids[6:])]
+    recorded = [Pack(tuple(trials[:4])), Pack(tuple(trials[4:6])), Pack(tuple(trials[6:]))]
     todo = [t for t in trials if t.trial_id != ids[5]]  # ids[5] finished: its pack is broken
     reused, new = reusable_packs(todo, recorded)
-    assert [[t.trial_id for t in p] for p in reused] == [list(ids[:4]), list(ids[6:])]
+    assert [p.trial_ids for p in reused] == [tuple(ids[:4]), tuple(ids[6:])]
     assert [t.trial_id for t in new] == [ids[4]]
 
 
@@ -115,8 +116,9 @@ def test_only_packed_submissions_record_packs_to_resume(tmp_path: Path) -> None:
     spec = load_spec(write_two_pack_grid(tmp_path / "jobs"))
     trials = expand(spec)
     save_plan(tmp_path / "r", spec, trials, None)
-    ids = tuple(t.trial_id for t in trials)
-    record_submission(tmp_path / "r", Submission("local", tuple(((i,),) for i in ids), False))
+    one_each = tuple(Task((Pack((t,)),)) for t in trials)
+    record_submission(tmp_path / "r", Submission("local", one_each, False))
     assert load_plan(tmp_path / "r").recorded_packs() == []  # Keras trials save no checkpoint
-    record_submission(tmp_path / "r", Submission("local", ((ids[:4], ids[4:]),), True))
-    assert load_plan(tmp_path / "r").recorded_packs() == [ids[:4], ids[4:]]
+    two = Task((Pack(tuple(trials[:4])), Pack(tuple(trials[4:]))))
+    record_submission(tmp_path / "r", Submission("local", (two,), True))
+    assert load_plan(tmp_path / "r").recorded_packs() == list(two.packs)  # read back equal

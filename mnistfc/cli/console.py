@@ -140,7 +140,7 @@ def format_study_jobs(jobs: Any, results: str) -> str:
 
 def format_plan(plan: Any) -> str:
     """Render what a sweep call will do."""
-    sizes = sorted({sum(len(p) for p in task) for task in plan.tasks})
+    sizes = sorted({task.n_trials for task in plan.tasks})
     resources = plan.resources
     lines = [
         f"sweep {plan.spec.name} ({plan.spec.kind}, spec {plan.spec.spec_hash}): "
@@ -163,7 +163,7 @@ def format_dry_run(plan: Any, executor_lines: list[str]) -> str:
     lines = ["trials (id: settings):"]
     axes = [name for name, _ in plan.spec.axes]
     for task_index, task in enumerate(plan.tasks):
-        for trial in (t for pack in task for t in pack):
+        for trial in (t for pack in task.packs for t in pack.trials):
             settings = ", ".join(f"{k}={getattr(trial.config, k)}" for k in [*axes, "seed"])
             lines.append(f"  task {task_index}: {trial.trial_id}: {settings}")
     return "\n".join([*lines, *executor_lines, "dry run: nothing submitted"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,13 @@ from mnistfc.folder.claims import plan_locked
 from mnistfc.folder.result import SweepRef
 from mnistfc.folder.shards import list_shards
 from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.packs import Pack, Task
 from mnistfc.trial.search import PlannedTrial
 from mnistfc.trial.spec import SweepSpec, spec_from_dict
 
 PLAN_FILE = "sweep.json"
 PLAN_VERSION = 3  # 3: the engine (packed or Keras) is recorded
 ENGINES = {True: "packed", False: "keras"}
-
-Pack = tuple[str, ...]  # trial ids that train together
-Task = tuple[Pack, ...]  # the packs one array task runs, in order
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class Submission:
         """Yield (job id, trial ids) per task ("" as the id where none was recorded)."""
         for i, task in enumerate(self.tasks):
             job = self.job_ids[i] if i < len(self.job_ids) else ""
-            yield job, tuple(t for pack in task for t in pack)
+            yield job, task.trial_ids
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form kept in sweep.json."""
@@ -56,14 +54,15 @@ class Submission:
             "executor": self.executor,
             "submitted_at": self.submitted_at,
             "packed": self.packed,
-            "tasks": [[list(pack) for pack in task] for task in self.tasks],
+            "tasks": [task.to_json() for task in self.tasks],
             "job_ids": list(self.job_ids),
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> Submission:
-        """Read one recorded submission (ValueError/TypeError/KeyError when malformed)."""
-        tasks = tuple(tuple(tuple(str(t) for t in pack) for pack in task) for task in data["tasks"])
+    def from_json(cls, data: Any, trials: Mapping[str, PlannedTrial]) -> Submission:
+        """Read one recorded submission against the plan's trials (ValueError/TypeError/
+        KeyError when malformed)."""
+        tasks = tuple(Task.from_json(task, trials) for task in data["tasks"])
         return cls(
             executor=str(data["executor"]),
             tasks=tasks,
@@ -112,7 +111,7 @@ class Plan:
             for s in reversed(self.submissions)
             if s.packed
             for task in s.tasks
-            for pack in task
+            for pack in task.packs
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -226,7 +225,8 @@ def load_plan(results_dir: str | os.PathLike[str]) -> Plan:
     try:
         spec = spec_from_dict(data["spec"], where=f"{path}: spec")
         trials = tuple(_trial(t) for t in data["trials"])
-        submissions = tuple(_submission(s) for s in data.get("submissions", []))
+        by_id = {t.trial_id: t for t in trials}
+        submissions = tuple(_submission(s, by_id) for s in data.get("submissions", []))
         data_dir = data.get("data_dir")
         if data_dir is not None and not isinstance(data_dir, str):
             raise TypeError("data_dir must be a string or null")
@@ -253,10 +253,10 @@ def _trial(data: dict[str, Any]) -> PlannedTrial:
     return PlannedTrial(config, tags)
 
 
-def _submission(data: dict[str, Any]) -> Submission:
+def _submission(data: dict[str, Any], trials: Mapping[str, PlannedTrial]) -> Submission:
     if "tasks" not in data:  # plan_version 1: one pack per task, as its worker planned
         data = {**data, "tasks": [[chunk] for chunk in data["chunks"]], "packed": False}
-    return Submission.from_json(data)
+    return Submission.from_json(data, trials)
 
 
 def _write(results_dir: str | os.PathLike[str], plan: Plan) -> None:

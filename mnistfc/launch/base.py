@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.launch.tasks import Pack, Task
 from mnistfc.launch.worker import TaskSpec
+from mnistfc.trial.packs import Pack, Task
+from mnistfc.trial.search import PlannedTrial
 from mnistfc.trial.spec import SweepSpec
 
 SUBMITIT_DIR = "submitit"
@@ -85,7 +86,7 @@ class SubmissionPlan:
     @property
     def n_trials(self) -> int:
         """Return how many trials this submission runs."""
-        return sum(len(p) for task in self.tasks for p in task)
+        return sum(task.n_trials for task in self.tasks)
 
     @property
     def submitit_dir(self) -> Path:
@@ -93,14 +94,14 @@ class SubmissionPlan:
         return self.results_dir / SUBMITIT_DIR
 
     @property
-    def task_trials(self) -> list[list[Any]]:
+    def task_trials(self) -> list[list[PlannedTrial]]:
         """Return each task's trials (its packs' trials, in order)."""
-        return [[t for pack in task for t in pack] for task in self.tasks]
+        return [[t for pack in task.packs for t in pack.trials] for task in self.tasks]
 
     @property
     def packs(self) -> list[Pack]:
         """Return every pack of the submission, in task order."""
-        return [p for task in self.tasks for p in task]
+        return [p for task in self.tasks for p in task.packs]
 
 
 PROGRESS_S = 2.0  # seconds between progress reports while waiting

@@ -20,8 +20,9 @@ from mnistfc.launch.base import (
     Work,
     import_submitit,
 )
-from mnistfc.launch.tasks import Task, per_lane
+from mnistfc.launch.tasks import per_lane
 from mnistfc.launch.worker import TaskRunner, TaskSpec
+from mnistfc.trial.packs import Task
 
 MAX_CPU_LANES = 4  # measured (benchmarks/bench_grid.py): more single-threaded lanes gain nothing
 

@@ -18,9 +18,10 @@ from mnistfc.launch import base, container
 from mnistfc.launch.base import Backend, JobStates, Resources, SubmissionPlan, import_submitit
 from mnistfc.launch.limits import SLURM_DEFAULT_MAX_ARRAY_SIZE, SiteLimits, site_limits
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.launch.tasks import Task, per_pack
+from mnistfc.launch.tasks import per_pack
 from mnistfc.launch.worker import TaskRunner, TaskSpec
 from mnistfc.provenance import IMAGE_DIGEST_ENV, image_digest
+from mnistfc.trial.packs import Task
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Slurm(Backend):
             )
         log.info("%d tasks merged into %d: the job limit (%s)", len(tasks), free, limits.source)
         # Packs stay as planned: a task just runs several, one after another.
-        return [[pack for task in tasks[k::free] for pack in task] for k in range(free)]
+        return [Task(tuple(p for task in tasks[k::free] for p in task.packs)) for k in range(free)]
 
     def check_ready(self) -> None:
         """submitit's array tasks need both sbatch and srun."""

@@ -12,23 +12,21 @@ import math
 from collections.abc import Sequence
 
 from mnistfc.engine.pack.planner import balance, pack_key, plan_packs, trial_cost
+from mnistfc.trial.packs import Pack, Task
 from mnistfc.trial.search import PlannedTrial, chunk
-
-Pack = list[PlannedTrial]
-Task = list[Pack]
 
 
 def reusable_packs(
-    todo: Sequence[PlannedTrial], recorded: Sequence[Sequence[str]]
+    todo: Sequence[PlannedTrial], recorded: Sequence[Pack]
 ) -> tuple[list[Pack], list[PlannedTrial]]:
     """Split the trials to run into recorded packs to resume whole, and the rest."""
-    by_id = {t.trial_id: t for t in todo}
+    unfinished = {t.trial_id for t in todo}
     taken: set[str] = set()
     packs = []
-    for ids in recorded:
-        if ids and all(i in by_id and i not in taken for i in ids):
-            packs.append([by_id[i] for i in ids])
-            taken.update(ids)
+    for pack in recorded:
+        if all(i in unfinished and i not in taken for i in pack.trial_ids):
+            packs.append(pack)
+            taken.update(pack.trial_ids)
     return packs, [t for t in todo if t.trial_id not in taken]
 
 
@@ -36,14 +34,14 @@ def per_pack(
     reused: list[Pack], new: list[PlannedTrial], *, size: int, packed: bool, pack_mb: float
 ) -> list[Task]:  # fmt: skip
     """One task per pack (``size`` 0), or tasks of ``size`` trials, each packed within."""
-    if not packed:
-        return [[[t]] for t in new] if size <= 1 else [[[t] for t in c] for c in chunk(new, size)]
+    if not packed:  # Keras: one trial per pack
+        return [Task(tuple(Pack((t,)) for t in c)) for c in chunk(new, max(size, 1))]
     ordered = sorted(new, key=lambda t: pack_key(t.config))
     if size:
-        fresh = [_packs(c, pack_mb) for c in chunk(ordered, size)]
+        fresh = [Task(_packs(c, pack_mb)) for c in chunk(ordered, size)]
     else:
-        fresh = [[p] for p in _packs(ordered, pack_mb)]
-    return [[p] for p in reused] + fresh
+        fresh = [Task((p,)) for p in _packs(ordered, pack_mb)]
+    return [Task((p,)) for p in reused] + fresh
 
 
 def per_lane(
@@ -59,14 +57,17 @@ def per_lane(
     if size or not packed:
         size = size or max(1, math.ceil(len(new) / lanes))
         return per_pack(reused, new, size=size, packed=packed, pack_mb=pack_mb)
-    units: list[Pack] = reused + [[t] for t in sorted(new, key=lambda t: pack_key(t.config))]
-    whole = {id(p) for p in reused}
+    # Units to balance: each recorded pack whole, each new trial alone (packed per lane).
+    units = [*reused, *(Pack((t,)) for t in sorted(new, key=lambda t: pack_key(t.config)))]
+    whole = set(range(len(reused)))
     tasks = []
-    for lane in balance(units, lanes, lambda u: sum(trial_cost(t.config) for t in u)):
-        fresh = [u[0] for u in lane if id(u) not in whole]
-        tasks.append([u for u in lane if id(u) in whole] + _packs(fresh, pack_mb))
+    lanes_of = balance(list(range(len(units))), lanes,
+                       lambda i: sum(trial_cost(c) for c in units[i].configs))  # fmt: skip
+    for lane in lanes_of:
+        fresh = [units[i].trials[0] for i in lane if i not in whole]
+        tasks.append(Task((*(units[i] for i in lane if i in whole), *_packs(fresh, pack_mb))))
     return tasks
 
 
-def _packs(trials: list[PlannedTrial], pack_mb: float) -> list[Pack]:
-    return plan_packs(trials, pack_mb, lambda t: t.config) if trials else []
+def _packs(trials: list[PlannedTrial], pack_mb: float) -> tuple[Pack, ...]:
+    return tuple(Pack(tuple(p)) for p in plan_packs(trials, pack_mb, lambda t: t.config))

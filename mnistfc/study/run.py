@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mnistfc.errors import ConfigError, format_problems
 from mnistfc.folder.shards import final_result
 from mnistfc.launch.profile import ClusterProfile
+from mnistfc.report.confirm import NAME as CONFIRM_NAME
 from mnistfc.trial.config import TrialConfig
 from mnistfc.trial.spec import SweepSpec, load_spec, read_toml
 
@@ -23,13 +24,13 @@ if TYPE_CHECKING:
 # stratified validation and test slices (to measure the split shift with networks), and
 # the random search.
 SWEEPS = ("grid", "grid_stratified", "random")
-CONFIRM = "confirm"  # the confirm stage: its study section and folder (confirm.NAME)
+CONFIRM = CONFIRM_NAME  # the confirm stage: its study section and folder
 
 
 @dataclass(frozen=True)
 class ConfirmSettings:
     """How many configurations of each search to retrain (0: no confirm stage), on how many
-    new seeds each (``confirm.py`` says why)."""
+    new seeds each (``report/confirm.py`` says why)."""
 
     top: int = 5
     seeds: int = 5

@@ -24,9 +24,10 @@ from mnistfc.folder.plan import (
 from mnistfc.launch import backend
 from mnistfc.launch.base import Progress, Request, SubmissionPlan, Work
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.launch.tasks import Task, per_pack, reusable_packs
+from mnistfc.launch.tasks import per_pack, reusable_packs
 from mnistfc.launch.worker import TaskSpec, run_task
 from mnistfc.sweep.progress import read_states
+from mnistfc.trial.packs import Task
 from mnistfc.trial.search import PlannedTrial, chunk, expand
 from mnistfc.trial.spec import SweepSpec
 
@@ -131,7 +132,7 @@ def _submission(plan: SubmissionPlan, jobs: list[Any]) -> Submission:
     tasks = plan.tasks[: len(jobs)]
     return Submission(
         executor=plan.profile.executor,
-        tasks=tuple(tuple(tuple(t.trial_id for t in pack) for pack in task) for task in tasks),
+        tasks=tuple(tasks),
         packed=plan.packed,
         job_ids=tuple(str(job.job_id) for job in jobs),
     )
@@ -142,7 +143,7 @@ def _task_spec(plan: SubmissionPlan, saved: Plan, task: Task) -> TaskSpec:
         results_dir=str(plan.results_dir),
         data_dir=plan.data_dir,
         sweep=saved.sweep,
-        packs=tuple(tuple(t.config for t in pack) for pack in task),
+        task=task,
         packed=plan.packed,
         threads=plan.resources.threads,
         epoch_train_metrics=saved.spec.epoch_train_metrics,
@@ -186,12 +187,13 @@ def run_planned_chunk(
         pack = plan.packed is not False
     check_engine(results_dir, plan, pack)
     trials: list[PlannedTrial] = chunks[index]
-    packs = per_pack([], trials, size=len(trials), packed=pack, pack_mb=ClusterProfile().pack_mb)
+    (planned,) = per_pack([], trials, size=len(trials), packed=pack,
+                          pack_mb=ClusterProfile().pack_mb)  # fmt: skip
     task = TaskSpec(
         results_dir=str(Path(results_dir).resolve()),
         data_dir=data_dir or plan.data_dir,
         sweep=plan.sweep,
-        packs=tuple(tuple(t.config for t in p) for task in packs for p in task),
+        task=planned,
         packed=pack,
         epoch_train_metrics=plan.spec.epoch_train_metrics,
         checkpoint_s=checkpoint_s,

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 from mnistfc.data.dataset import Dataset, matches
 from mnistfc.engine import runtime
 from mnistfc.engine.pack.model import SPLITS, PackedModel
-from mnistfc.engine.pack.planner import n_params, pack_id, pack_key
+from mnistfc.engine.pack.planner import n_params, pack_key
 from mnistfc.errors import ConfigError, Interrupted
 from mnistfc.folder.checkpoints import (
     PackState,
@@ -48,6 +48,7 @@ from mnistfc.folder.schema import Status
 from mnistfc.folder.shards import write_failed, write_shard
 from mnistfc.provenance import environment, utc_now
 from mnistfc.trial.config import TrialConfig
+from mnistfc.trial.packs import pack_id
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,13 @@ def run_pack(
     load_s: float = 0.0,
     epoch_train_metrics: bool = False,
     checkpoint_s: float = CHECKPOINT_S,
+    finished_elsewhere: Collection[str] = (),
 ) -> list[TrialResult]:
     """Train the configs together; write one shard each when ``results_dir`` is given.
+
+    ``finished_elsewhere`` are trials of the pack that another worker has finished since
+    it was planned: they train along (so the pack keeps its id and resumes its checkpoint)
+    but their shards are left as they are, and they are not returned.
 
     The pack's state is saved at an epoch end once ``checkpoint_s`` seconds have passed since
     its last save (0: every epoch), and always when a stop is requested.
@@ -84,7 +90,7 @@ def run_pack(
     """
     configs = list(configs)
     started, started_at = time.perf_counter(), utc_now()
-    pid = pack_id(configs)
+    pid = pack_id(c.trial_id for c in configs)
     checkpoint = None if results_dir is None else checkpoint_path(results_dir, pid)
     try:
         _check_pack(configs, dataset)  # inside: a pack refused gets failed shards too
@@ -98,11 +104,14 @@ def run_pack(
         elapsed = load_s + time.perf_counter() - started
         env = {**environment(), "engine": ENGINE, "pack": {"id": pid, "size": len(configs)},
                "started_at": started_at, "finished_at": utc_now()}  # fmt: skip
-        write_failed(results_dir, configs, traceback.format_exc(), env=env,
+        mine = [c for c in configs if c.trial_id not in finished_elsewhere]
+        write_failed(results_dir, mine, traceback.format_exc(), env=env,
                      timing={"load_s": load_s, "total_s": elapsed}, data=dataset.describe(),
                      sweep=sweep)  # fmt: skip
         raise
     written = time.perf_counter()
+    pack = results[0].env["pack"]
+    results = [r for r in results if r.trial_id not in finished_elsewhere]
     if results_dir is not None:
         for result in results:
             write_shard(results_dir, result)
@@ -110,7 +119,6 @@ def run_pack(
         remove_state(checkpoint)
     if results_dir is not None:
         clear_heartbeat(results_dir, pid)
-    pack = results[0].env["pack"]
     log.info("pack %s timing: build %.1f s, epochs %.1f s (first %.1f s), final evaluation "
              "%.1f s, shards %.1f s", pid, pack["build_s"], pack["fit_s"], pack["first_epoch_s"],
              pack["eval_s"], time.perf_counter() - written)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Decide which trials train together in one packed step, and name each pack (no TensorFlow).
+"""Decide which trials train together in one packed step, and what each costs (no TensorFlow).
 
 Trials pack when they read the same batch stream shape: same dataset, validation split, batch
 size and epochs. Everything else (units, dropout, activation, learning rate, seed) may differ
@@ -8,7 +8,6 @@ node.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -23,12 +22,6 @@ DEFAULT_PACK_MB = 1024
 _BYTES_PER_PARAM = 5 * 4
 # Per hidden unit: activations kept for the backward pass and one evaluation batch.
 _EVAL_ROWS = 2048
-
-
-def pack_id(configs: Sequence[TrialConfig]) -> str:
-    """Return a stable name for a pack: the hash of its sorted trial ids (its checkpoint's name)."""
-    joined = ",".join(sorted(c.trial_id for c in configs))
-    return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
 def pack_key(config: TrialConfig) -> tuple[str, int, str, int, int]:
