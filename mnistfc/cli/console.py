@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from mnistfc.folder.study_record import CONFIRM_PART
+
 
 def format_info(report: dict[str, Any]) -> str:
     """Render `mnistfc data info` for one dataset."""
@@ -85,7 +87,7 @@ def print_study_status(results: str) -> int:
     code = 0 if study.train_done or study.train_state else 1
     for folder in study.sweeps:
         code = max(code, print_status(str(folder)))
-    if study.confirm_state in LIVE_STATES and not any(f.name == "confirm" for f in study.sweeps):
+    if study.confirm_state in LIVE_STATES and not any(f.name == CONFIRM_PART for f in study.sweeps):
         print(f"confirm: job {study.confirm_state.lower()}; after the searches it retrains "
               "their top configurations on new seeds")  # fmt: skip
     if study.report is not None and study.report_state not in LIVE_STATES:

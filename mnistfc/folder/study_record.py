@@ -18,6 +18,7 @@ from mnistfc.folder.plan import PLAN_FILE, has_plan
 from mnistfc.provenance import utc_now
 
 STUDY_FILE = "study.json"
+CONFIRM_PART = "confirm"  # the confirm stage's folder and study section
 
 
 @dataclass

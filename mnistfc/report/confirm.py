@@ -25,11 +25,12 @@ import pandas as pd
 
 from mnistfc.folder.schema import ROW_CONFIG_ORDER
 from mnistfc.folder.shards import shard_dir
+from mnistfc.folder.study_record import CONFIRM_PART
 from mnistfc.report.aggregate import Results, load_results
 from mnistfc.report.estimators import permutation_p_value
 from mnistfc.report.frame import ranked, scores
 
-NAME = "confirm"
+NAME = CONFIRM_PART
 SOURCES = ("grid", "random")
 SETTINGS = ("units", "dropout", "activation", "learning_rate", "batch_size")
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from mnistfc.errors import ConfigError, format_problems
 from mnistfc.folder.shards import final_result
+from mnistfc.folder.study_record import CONFIRM_PART
 from mnistfc.launch.profile import ClusterProfile
-from mnistfc.report.confirm import NAME as CONFIRM_NAME
 from mnistfc.trial.config import TrialConfig
 from mnistfc.trial.spec import SweepSpec, load_spec, read_toml
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # stratified validation and test slices (to measure the split shift with networks), and
 # the random search.
 SWEEPS = ("grid", "grid_stratified", "random")
-CONFIRM = CONFIRM_NAME  # the confirm stage: its study section and folder
+CONFIRM = CONFIRM_PART  # the confirm stage: its study section and folder
 
 
 @dataclass(frozen=True)
