@@ -9,6 +9,10 @@ loop's body as traced; each costs ~1 us on a CPU and a kernel launch on a GPU), 
 constants fitted here beside the planner's.
 A machine where the ratios stray far (say beyond 1.5x) balances its lanes less well.
 
+Last, the step as one XLA program (what a GPU runs; ``MNISTFC_XLA_STEP``) against the plain
+step, on random-search packs of each batch size (the first 40 trials of jobs/random.toml's
+pool at that size): ms per step, ops per step and the first call (tracing and compiling).
+
     python benchmarks/bench_step.py --data-dir ../shared/data
 """
 
@@ -107,6 +111,36 @@ def main() -> None:
         f"second line: Adam's pass {28 / fit[1] / 1e9:.1f} GB/s, "
         f"FLOPs {6 / fit[2] / 1e9:.0f} GFLOP/s on one core"
     )
+    compare_compiled(dataset)
+
+
+def compare_compiled(dataset: object, steps: int = 100) -> None:
+    """Print the plain and the compiled step side by side on random-search packs."""
+    from pathlib import Path
+
+    from mnistfc.engine.pack.model import PackedModel
+    from mnistfc.trial.search import expand
+    from mnistfc.trial.spec import load_spec
+
+    pool = [t.config for t in expand(load_spec(Path(__file__).parents[1] / "jobs/random.toml"))]
+    print("random-search pack: batch trials | ms/step plain  compiled  plain/compiled | "
+          "ops/step plain compiled | first call s plain compiled")  # fmt: skip
+    for batch in (16, 32, 64, 128, 256):
+        configs = [c for c in pool if c.batch_size == batch][:40]
+        timed = {}
+        for compiled in (False, True):
+            started = time.perf_counter()
+            model = PackedModel(configs, dataset, compiled=compiled)
+            perms = model.permutations(1)
+            model.train_steps(perms, 0, 8)
+            first = time.perf_counter() - started
+            t0 = time.perf_counter()
+            model.train_steps(perms, 8, 8 + steps)
+            timed[compiled] = ((time.perf_counter() - t0) / steps, ops_per_step(model), first)
+        (plain, plain_ops, plain_first), (xla, xla_ops, xla_first) = timed[False], timed[True]
+        print(f"{batch:24d} {len(configs):6d} | {plain * 1e3:13.2f} {xla * 1e3:9.2f} "
+              f"{plain / xla:15.2f}x | {plain_ops:14d} {xla_ops:8d} | {plain_first:12.1f} "
+              f"{xla_first:8.1f}")  # fmt: skip
 
 
 def ops_per_step(model: object) -> int:

@@ -15,6 +15,7 @@ from mnistfc.engine.model import build_model
 from mnistfc.engine.pack import loop
 from mnistfc.engine.pack.loop import run_pack
 from mnistfc.engine.pack.model import PackedModel
+from mnistfc.engine.runtime import XLA_STEP_ENV
 from mnistfc.engine.train import run_trial
 from mnistfc.errors import ConfigError, Interrupted
 from mnistfc.folder.checkpoints import checkpoint_path
@@ -98,6 +99,28 @@ def test_a_trials_results_do_not_depend_on_its_pack_mates(dataset) -> None:
         for key in ("loss", "val_accuracy", "train_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
     assert alone.metrics["best_epoch"] == together.metrics["best_epoch"]
+
+
+def test_the_compiled_step_trains_every_trial_as_the_plain_step_does(
+    dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step as one XLA program (what a GPU runs), fed TensorFlow's own dropout masks:
+    every trial of a pack of several groups, activations, learning rates and dropout rates
+    ends with the plain step's numbers (XLA may sum in another order), and its shard says
+    which step made them."""
+    configs = [*MIXED, *SAME_GROUP]
+    runs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(XLA_STEP_ENV, flag)
+        runs[flag] = run_pack(configs, dataset)
+    for plain, compiled in zip(runs["0"], runs["1"], strict=True):
+        assert (plain.env["pack"]["step"], compiled.env["pack"]["step"]) == ("graph", "xla")
+        for key in ("loss", "val_loss", "val_accuracy"):
+            assert [h[key] for h in compiled.history] == pytest.approx(
+                [h[key] for h in plain.history], rel=1e-5, abs=1e-6
+            )
+        for split in ("train", "valid", "test"):
+            assert compiled.metrics[split] == pytest.approx(plain.metrics[split], rel=1e-5)
 
 
 def test_a_lanes_packs_share_the_datasets_tensors(dataset, arrays: dict) -> None:

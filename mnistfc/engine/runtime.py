@@ -143,6 +143,20 @@ def configure_gpus() -> None:
             log.debug("GPU %s already initialised; memory growth unchanged", gpu.name)
 
 
+XLA_STEP_ENV = "MNISTFC_XLA_STEP"  # "1" / "0": compile each packed step, or not
+
+
+def xla_step() -> bool:
+    """Return whether a packed step runs as one XLA program: where TensorFlow sees a GPU
+    (it launches each op of a plain step separately), unless ``$MNISTFC_XLA_STEP`` says."""
+    choice = os.environ.get(XLA_STEP_ENV, "")
+    if choice in ("0", "1"):
+        return choice == "1"
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def limit_threads(threads: int) -> None:
     """Give this process ``threads`` cores: lanes sharing a machine must not oversubscribe it.
 

@@ -180,7 +180,8 @@ def _train(
     first_epoch_s = state.epoch_s[0] if state.epoch_s else 0.0
     timing = {"load_s": load_s, "fit_s": fit_s, "eval_s": time.perf_counter() - eval_start,
               "build_s": build_s, "first_epoch_s": first_epoch_s}  # fmt: skip
-    return _results(configs, state, (final, last, true), timing, dataset, sweep, pid)
+    step = "xla" if model.compiled else "graph"  # which step made the numbers
+    return _results(configs, state, (final, last, true), timing, dataset, sweep, pid, step)
 
 
 def _beat(results_dir: str | Path | None, pid: str, state: PackState, epochs: int) -> None:
@@ -257,10 +258,11 @@ def _results(
     dataset: Dataset,
     sweep: SweepRef | None,
     pid: str,
+    step: str,
 ) -> list[TrialResult]:
     """One result per trial; compute is shared, so each is charged its share of parameters."""
     fit_s, eval_s, load_s = timing["fit_s"], timing["eval_s"], timing["load_s"]
-    pack = {"id": pid, "size": len(configs), "fit_s": fit_s, "eval_s": eval_s,
+    pack = {"id": pid, "size": len(configs), "step": step, "fit_s": fit_s, "eval_s": eval_s,
             "build_s": timing["build_s"], "first_epoch_s": timing["first_epoch_s"]}  # fmt: skip
     env = {**environment(), "engine": ENGINE, "pack": pack, "started_at": state.started_at,
            "finished_at": utc_now()}  # fmt: skip

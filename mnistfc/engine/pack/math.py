@@ -56,23 +56,37 @@ def permutation(n: int, seed: int, epoch: int) -> tf.Tensor:
 
 
 def dropout(group: Group, hidden: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-    rates = [c.dropout for c in group.configs]
-    if not any(rates):
-        return hidden
-    shape = tf.shape(hidden)[1:]
+    """Apply each trial's dropout at this step to the group's hidden layer [T, B, units]."""
+    keep = dropout_keep(group, tf.shape(hidden)[1:], step)
+    return hidden if keep is None else apply_keep(group, hidden, keep)
+
+
+def dropout_keep(group: Group, shape: tf.Tensor, step: tf.Tensor) -> tf.Tensor | None:
+    """Return the group's keep masks at this step, [T, B, units] bool (None: no dropout).
+
+    Each trial's masks come from its own seed and the step: never from its pack-mates.
+    Keras's SeedGenerator yields [seed, step] and folds both into int32 the same way, so
+    these are the masks a Keras model of this seed draws at this step. TensorFlow's kernel
+    draws them (the same bits on CPU and GPU); XLA's would differ, so a compiled step
+    takes them as an input.
+    """
+    if not any(c.dropout for c in group.configs):
+        return None
     keep = []
     for config in group.configs:
         if config.dropout == 0.0:
             keep.append(tf.ones(shape, tf.bool))
             continue
-        # Each trial's masks come from its own seed and the step: never from its pack-mates.
-        # Keras's SeedGenerator yields [seed, step] and folds both into int32 the same way,
-        # so these are the masks a Keras model of this seed draws at this step.
         seed = tf.stack([tf.constant(config.seed % KERAS_SEED_MOD, tf.int64), step])
         noise = tf.random.stateless_uniform(shape, seed=_keras_seed(seed))
         keep.append(noise >= config.dropout)
-    scale = tf.constant([1.0 / (1.0 - r) for r in rates], tf.float32)[:, None, None]
-    return tf.where(tf.stack(keep), hidden * scale, 0.0)
+    return tf.stack(keep)
+
+
+def apply_keep(group: Group, hidden: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """Zero the dropped units and scale the kept ones by 1 / (1 - rate), per trial."""
+    scale = tf.constant([1.0 / (1.0 - c.dropout) for c in group.configs], tf.float32)
+    return tf.where(keep, hidden * scale[:, None, None], 0.0)
 
 
 def _keras_seed(seed: tf.Tensor) -> tf.Tensor:

@@ -4,6 +4,11 @@ Per group of trials with the same width and learning rate, weights are stacked (
 and each layer is one batched matmul; TensorFlow's fused Adam kernel updates each stacked
 variable with Keras's Adam rule. The math of each trial (initial weights, data order,
 dropout, activation) lives in ``pack.math``.
+
+A step is thousands of small ops. On a CPU they run about as fast as one XLA program would
+(``benchmarks/bench_step.py``), but a GPU pays a launch for each, so there the step's math
+is one XLA program (``compiled``): the batch gather and the dropout masks (TensorFlow's
+kernel, for the same bits as Keras) stay outside it and are passed in.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from mnistfc.data.dataset import Dataset
 from mnistfc.engine.pack.math import (
     Group,
     activate,
+    apply_keep,
     count_hits,
     dropout,
+    dropout_keep,
     initial_weights,
     int_labels,
     permutation,
     predict,
 )
-from mnistfc.engine.runtime import EVAL_BATCH, configure_gpus
+from mnistfc.engine.runtime import EVAL_BATCH, configure_gpus, xla_step
 from mnistfc.trial.config import TrialConfig
 
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults, as build_model uses
@@ -59,8 +66,12 @@ def split_tensors(dataset: Dataset) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
 class PackedModel:
     """The stacked variables of a pack, a compiled run of training steps and evaluation."""
 
-    def __init__(self, configs: Sequence[TrialConfig], dataset: Dataset) -> None:
+    def __init__(
+        self, configs: Sequence[TrialConfig], dataset: Dataset, *, compiled: bool | None = None
+    ) -> None:
         configure_gpus()
+        # One XLA program per step where ops are costly to launch (None: on a GPU).
+        self.compiled = xla_step() if compiled is None else compiled
         self.configs = list(configs)
         self.batch_size = self.configs[0].batch_size
         self.seeds = sorted({c.seed for c in self.configs})
@@ -150,17 +161,26 @@ class PackedModel:
                 return [w1, b1[0], w2, b2[0]]
         raise IndexError(f"trial {index} is not in this pack of {len(self.configs)}")
 
-    def step(self, x: tf.Tensor, y: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def step(
+        self, x: tf.Tensor, y: tf.Tensor, step: tf.Tensor, keeps: Sequence[Any] | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """One Adam step of every trial on its seed's batch ([seeds, B, 784], [seeds, B]).
 
-        Returns each trial's mean loss and hit count on its batch.
+        ``keeps`` are the groups' dropout masks drawn beforehand (a compiled step), one per
+        group with dropout, in group order; None draws them here. Returns each trial's
+        mean loss and hit count on its batch.
         """
         losses, hits = [], []
+        given = iter(keeps) if keeps is not None else None
         with tf.GradientTape() as tape:
             total = tf.constant(0.0)
             for group in self.groups:
                 xg, yg = self._group_batch(group, x, y)
-                logits = self._forward(group, group.weights, xg, training_step=step)
+                if given is None:
+                    logits = self._forward(group, group.weights, xg, training_step=step)
+                else:
+                    keep = next(given) if any(c.dropout for c in group.configs) else None
+                    logits = self._forward(group, group.weights, xg, keep=keep)
                 labels = tf.broadcast_to(yg, tf.shape(logits)[:2])
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
                 loss = tf.reduce_mean(ce, axis=1)
@@ -191,6 +211,7 @@ class PackedModel:
     def _compile_train_steps(self) -> Any:
         batch = self.batch_size
         x_train, y_train = self.splits["train"]
+        compiled_step = tf.function(self.step, jit_compile=True)
 
         @tf.function(
             input_signature=[
@@ -210,7 +231,15 @@ class PackedModel:
                 idx = perms[:, i * batch : tf.minimum((i + 1) * batch, n)]
                 # Dropout is keyed on the global step count, so a resumed run draws the same.
                 step = first_step + tf.cast(i - start, tf.int64)
-                loss, hits = self.step(tf.gather(x_train, idx), tf.gather(y_train, idx), step)
+                x, y = tf.gather(x_train, idx), tf.gather(y_train, idx)
+                if self.compiled:
+                    rows = tf.shape(idx)[1]
+                    keeps = [dropout_keep(g, tf.stack([rows, g.configs[0].units]), step)
+                             for g in self.groups]  # fmt: skip
+                    given = [k for k in keeps if k is not None]
+                    loss, hits = compiled_step(x, y, step, given)
+                else:
+                    loss, hits = self.step(x, y, step)
                 loss_sum += loss * tf.cast(tf.shape(idx)[1], tf.float32)
                 correct += hits
             return loss_sum, correct
@@ -256,10 +285,13 @@ class PackedModel:
         weights: list[tf.Variable],
         x: tf.Tensor,
         training_step: tf.Tensor | None = None,
+        keep: tf.Tensor | None = None,
     ) -> tf.Tensor:
         w1, b1, w2, b2 = weights
         hidden = activate(group, tf.matmul(x, w1) + b1)
-        if training_step is not None:
+        if keep is not None:
+            hidden = apply_keep(group, hidden, keep)
+        elif training_step is not None:
             hidden = dropout(group, hidden, training_step)
         return tf.matmul(hidden, w2) + b2
 
