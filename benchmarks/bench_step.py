@@ -10,8 +10,8 @@ constants fitted here beside the planner's.
 A machine where the ratios stray far (say beyond 1.5x) balances its lanes less well.
 
 Last, the step as one XLA program (what a GPU runs; ``MNISTFC_XLA_STEP``) against the plain
-step, on random-search packs of each batch size (the first 40 trials of jobs/random.toml's
-pool at that size): ms per step, ops per step and the first call (tracing and compiling).
+step, on random-search packs of each batch size (the first 40 trials of jobs/random.toml
+at that size): ms per step, ops per step and the first call (tracing and compiling).
 
     python benchmarks/bench_step.py --data-dir ../shared/data
 """
@@ -122,11 +122,11 @@ def compare_compiled(dataset: object, steps: int = 100) -> None:
     from mnistfc.trial.search import expand
     from mnistfc.trial.spec import load_spec
 
-    pool = [t.config for t in expand(load_spec(Path(__file__).parents[1] / "jobs/random.toml"))]
+    drawn = [t.config for t in expand(load_spec(Path(__file__).parents[1] / "jobs/random.toml"))]
     print("random-search pack: batch trials | ms/step plain  compiled  plain/compiled | "
           "ops/step plain compiled | first call s plain compiled")  # fmt: skip
     for batch in (16, 32, 64, 128, 256):
-        configs = [c for c in pool if c.batch_size == batch][:40]
+        configs = [c for c in drawn if c.batch_size == batch][:40]
         timed = {}
         for compiled in (False, True):
             started = time.perf_counter()

@@ -122,60 +122,20 @@ def test_claims_that_split_packs_never_mix_them(tmp_path: Path, npz_dir: Path) -
     one and dies holding the other: each pack runs on its own, the first minus the trial
     finished elsewhere, the second whole under its planned id, with the numbers of a run
     nobody disturbed."""
-    spec, packs, task = _two_packs(tmp_path, npz_dir)
-    undisturbed = tmp_path / "undisturbed"
-    run_task(task(undisturbed, packs))
-    reference = {s["trial_id"]: s for s in map(read_shard, list_shards(undisturbed))}
-
+    packs, task, undisturbed = _two_packs(tmp_path, npz_dir)
     results = tmp_path / "results"
-    finished, dies_holding = packs[0].configs[1], packs[1].configs[2]
-    other = Claims(results)
-    assert other.claim(finished.trial_id) and other.claim(dies_holding.trial_id)
-
-    def holder(seen: int) -> None:  # after the worker met both claims
-        if seen == 2:
-            (results / "shards").mkdir(parents=True, exist_ok=True)
-            name = f"{finished.trial_id}.json"
-            shutil.copy(undisturbed / "shards" / name, results / "shards" / name)
-            other.release_all()
-
+    finished, holder = _another_worker(results, tmp_path / "undisturbed", packs)
     with _on_log(WAITS, holder) as handler:
         outcome = dict(run_task(task(results, packs)))
     assert handler.seen == 2
-    assert outcome.pop(finished.trial_id) == "done elsewhere"
+    assert outcome.pop(finished) == "done elsewhere"
     assert set(outcome.values()) == {"completed"} and len(outcome) == 7
     shards = {s["trial_id"]: s for s in map(read_shard, list_shards(results))}
-    rest = packs[0].without([finished.trial_id])
+    rest = packs[0].without([finished])
     assert rest is not None
     for pack in (rest, packs[1]):
         assert {shards[i]["env"]["pack"]["id"] for i in pack.trial_ids} == {pack.id}
-    _assert_same_numbers(shards, reference, outcome)
-
-
-def _two_packs(
-    tmp_path: Path, npz_dir: Path
-) -> tuple[object, list[Pack], Callable[[Path, list[Pack]], TaskSpec]]:
-    """Two planned packs (batch 16 and 32, 4 trials each, 2 epochs) and a task maker."""
-    spec = load_spec(write_two_pack_grid(tmp_path / "jobs"))
-    packs = [Pack(tuple(p)) for p in plan_packs(expand(spec), config=lambda t: t.config)]
-    assert [len({c.batch_size for c in p.configs}) for p in packs] == [1, 1] and len(packs) == 2
-
-    def task(results: Path, these: list[Pack]) -> TaskSpec:
-        return TaskSpec(results_dir=str(results), data_dir=str(npz_dir),
-                        sweep=SweepRef("twopack", spec.spec_hash), task=Task(tuple(these)),
-                        checkpoint_s=1e9)  # fmt: skip
-
-    return spec, packs, task
-
-
-def _assert_same_numbers(
-    shards: dict[str, dict], reference: dict[str, dict], trial_ids: Iterable[str]
-) -> None:
-    for trial_id in trial_ids:
-        got, want = shards[trial_id]["metrics"], reference[trial_id]["metrics"]
-        for split in ("valid", "test"):
-            assert got[split]["accuracy"] == pytest.approx(want[split]["accuracy"], abs=1e-6)
-            assert got[split]["loss"] == pytest.approx(want[split]["loss"], rel=1e-4)
+    _assert_same_numbers(shards, undisturbed, outcome)
 
 
 def test_split_packs_resume_their_checkpoints_and_leave_shards_done_elsewhere_alone(
@@ -185,11 +145,7 @@ def test_split_packs_resume_their_checkpoints_and_leave_shards_done_elsewhere_al
     finished a trial of the first and died holding one of the second. The rerun resumes
     both checkpoints under their planned ids (the finished trial trains along, its shard
     left byte for byte), and every number is that of a run nobody disturbed."""
-    _, packs, task = _two_packs(tmp_path, npz_dir)
-    undisturbed = tmp_path / "undisturbed"
-    run_task(task(undisturbed, packs))
-    reference = {s["trial_id"]: s for s in map(read_shard, list_shards(undisturbed))}
-
+    packs, task, undisturbed = _two_packs(tmp_path, npz_dir)
     results = tmp_path / "results"
     hold = tmp_path / "hold"
     hold.touch()
@@ -208,17 +164,7 @@ def test_split_packs_resume_their_checkpoints_and_leave_shards_done_elsewhere_al
     assert all(checkpoint_path(results, p.id).exists() for p in packs)
     assert list_shards(results) == []
 
-    finished, dies_holding = packs[0].configs[1], packs[1].configs[2]
-    other = Claims(results)
-    assert other.claim(finished.trial_id) and other.claim(dies_holding.trial_id)
-    done_elsewhere = shard_path(results, finished.trial_id)
-
-    def holder(seen: int) -> None:  # after the worker met both claims
-        if seen == 2:
-            done_elsewhere.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(shard_path(undisturbed, finished.trial_id), done_elsewhere)
-            other.release_all()
-
+    finished, holder = _another_worker(results, tmp_path / "undisturbed", packs)
     with (
         _on_log(WAITS, holder) as handler,
         _on_log(
@@ -228,11 +174,63 @@ def test_split_packs_resume_their_checkpoints_and_leave_shards_done_elsewhere_al
         outcome = dict(run_task(task(results, packs)))
     assert handler.seen == 2 and resumed.seen == 2  # both checkpoints resumed
     assert not any(checkpoint_path(results, p.id).exists() for p in packs)
-    assert outcome.pop(finished.trial_id) == "done elsewhere"
+    assert outcome.pop(finished) == "done elsewhere"
     assert set(outcome.values()) == {"completed"} and len(outcome) == 7
-    assert done_elsewhere.read_bytes() == shard_path(undisturbed, finished.trial_id).read_bytes()
+    done_elsewhere = shard_path(results, finished)
+    assert (
+        done_elsewhere.read_bytes() == shard_path(tmp_path / "undisturbed", finished).read_bytes()
+    )
     shards = {s["trial_id"]: s for s in map(read_shard, list_shards(results))}
     for pack in packs:  # every trial ran in its planned pack, under the planned id
-        ids = [i for i in pack.trial_ids if i != finished.trial_id]
+        ids = [i for i in pack.trial_ids if i != finished]
         assert {shards[i]["env"]["pack"]["id"] for i in ids} == {pack.id}
-    _assert_same_numbers(shards, reference, outcome)
+    _assert_same_numbers(shards, undisturbed, outcome)
+
+
+def _two_packs(
+    tmp_path: Path, npz_dir: Path
+) -> tuple[list[Pack], Callable[[Path, list[Pack]], TaskSpec], dict[str, dict]]:
+    """Two planned packs (batch 16 and 32, 4 trials each, 2 epochs), a task maker, and the
+    shards of a run of both that nobody disturbed (in ``tmp_path/undisturbed``), by id."""
+    spec = load_spec(write_two_pack_grid(tmp_path / "jobs"))
+    packs = [Pack(tuple(p)) for p in plan_packs(expand(spec), config=lambda t: t.config)]
+    assert [len({c.batch_size for c in p.configs}) for p in packs] == [1, 1] and len(packs) == 2
+
+    def task(results: Path, these: list[Pack]) -> TaskSpec:
+        return TaskSpec(results_dir=str(results), data_dir=str(npz_dir),
+                        sweep=SweepRef("twopack", spec.spec_hash), task=Task(tuple(these)),
+                        checkpoint_s=1e9)  # fmt: skip
+
+    undisturbed = tmp_path / "undisturbed"
+    run_task(task(undisturbed, packs))
+    return packs, task, {s["trial_id"]: s for s in map(read_shard, list_shards(undisturbed))}
+
+
+def _another_worker(
+    results: Path, source: Path, packs: list[Pack]
+) -> tuple[str, Callable[[int], None]]:
+    """Claim one trial of each pack as another worker would. Return the id of the one it
+    finishes, and the hand-off: once this worker has met both claims, that trial's shard
+    appears (copied from ``source``) and the other worker dies, holding the second unrun."""
+    finished, dies_holding = packs[0].trial_ids[1], packs[1].trial_ids[2]
+    other = Claims(results)
+    assert other.claim(finished) and other.claim(dies_holding)
+
+    def holder(seen: int) -> None:
+        if seen == 2:
+            path = shard_path(results, finished)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shard_path(source, finished), path)
+            other.release_all()
+
+    return finished, holder
+
+
+def _assert_same_numbers(
+    shards: dict[str, dict], reference: dict[str, dict], trial_ids: Iterable[str]
+) -> None:
+    for trial_id in trial_ids:
+        got, want = shards[trial_id]["metrics"], reference[trial_id]["metrics"]
+        for split in ("valid", "test"):
+            assert got[split]["accuracy"] == pytest.approx(want[split]["accuracy"], abs=1e-6)
+            assert got[split]["loss"] == pytest.approx(want[split]["loss"], rel=1e-4)

@@ -86,6 +86,13 @@ import logging
 def log_job():
     logging.getLogger("fakepkg").addHandler(logging.StreamHandler())
 """
+# The job entry point: the one caller log_job may have.
+WORKER = """
+from fakepkg.runtime import log_job
+class Runner:
+    def __call__(self):
+        log_job()
+"""
 
 
 def test_printing_or_configuring_logging_outside_the_cli_breaks_it(fake) -> None:
@@ -93,8 +100,7 @@ def test_printing_or_configuring_logging_outside_the_cli_breaks_it(fake) -> None
         "fakepkg.runtime": RUNTIME,
         "fakepkg.cli.main": "import logging\n"
                             'def main():\n    print("hi")\n    logging.basicConfig()\n',
-        "fakepkg.worker": "from fakepkg.runtime import log_job\n"
-                          "class Runner:\n    def __call__(self):\n        log_job()\n",
+        "fakepkg.worker": WORKER,
         "fakepkg.lib": 'import sys\ndef f():\n    print("x")\n    sys.stderr.write("y")\n',
         "fakepkg.other": "from fakepkg import runtime\ndef job():\n    runtime.log_job()\n",
         "fakepkg.noisy": "import logging\nlogging.getLogger().setLevel(10)\n",
@@ -111,7 +117,6 @@ def test_the_cli_and_the_job_entry_points_keep_it(fake) -> None:
     graph = fake({
         "fakepkg.runtime": RUNTIME,
         "fakepkg.cli.main": 'def main():\n    print("hi")\n',
-        "fakepkg.worker": "from fakepkg.runtime import log_job\n"
-                          "class Runner:\n    def __call__(self):\n        log_job()\n",
+        "fakepkg.worker": WORKER,
     })  # fmt: skip
     assert _output_contract().check(graph, verbose=False).kept

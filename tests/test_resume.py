@@ -122,3 +122,35 @@ def test_only_packed_submissions_record_packs_to_resume(tmp_path: Path) -> None:
     two = Task((Pack(tuple(trials[:4])), Pack(tuple(trials[4:]))))
     record_submission(tmp_path / "r", Submission("local", (two,), True))
     assert load_plan(tmp_path / "r").recorded_packs() == list(two.packs)  # read back equal
+
+
+@pytest.mark.parametrize(
+    ("tasks", "problem"),
+    [
+        ([[["0123456789ab"]]], "KeyError: '0123456789ab'"),
+        ([[[]]], "at least one"),
+        ([None], "a task must be a list"),
+    ],  # fmt: skip
+    ids=["unknown trial", "empty pack", "not a list"],
+)
+def test_a_recorded_task_that_is_not_the_plans_is_a_corrupt_plan(
+    tmp_path: Path, tasks: object, problem: str
+) -> None:
+    """A task in sweep.json naming a trial the plan lacks, an empty pack or no list at all:
+    one ConfigError naming the file, never a half-read plan."""
+    import json
+
+    from mnistfc.errors import ConfigError
+    from mnistfc.folder.plan import Submission, load_plan, plan_path, record_submission, save_plan
+    from mnistfc.trial.search import expand
+
+    spec = load_spec(write_two_pack_grid(tmp_path / "jobs"))
+    trials = expand(spec)
+    save_plan(tmp_path / "r", spec, trials, None)
+    record_submission(tmp_path / "r", Submission("local", (Task((Pack(tuple(trials)),)),), True))
+    path = plan_path(tmp_path / "r")
+    data = json.loads(path.read_text())
+    data["submissions"][0]["tasks"] = tasks
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=f"{path}: corrupt sweep plan .*{problem}"):
+        load_plan(tmp_path / "r")

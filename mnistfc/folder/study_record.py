@@ -18,7 +18,9 @@ from mnistfc.folder.plan import PLAN_FILE, has_plan
 from mnistfc.provenance import utc_now
 
 STUDY_FILE = "study.json"
-CONFIRM_PART = "confirm"  # the confirm stage's folder and study section
+# A study folder's parts besides its sweeps: each is a folder and a section of study.toml.
+TRAIN_PART = "train"  # the exercise's single model
+CONFIRM_PART = "confirm"  # the searches' winners on new seeds
 
 
 @dataclass
@@ -58,7 +60,7 @@ def write_study_jobs(results_dir: str | os.PathLike[str], jobs: StudyJobs) -> No
 def is_study(results_dir: str | os.PathLike[str]) -> bool:
     """Return whether a folder holds a study (study.json, or a train/ and sweep folders)."""
     root = Path(results_dir)
-    return not has_plan(root) and ((root / STUDY_FILE).exists() or (root / "train").is_dir())
+    return not has_plan(root) and ((root / STUDY_FILE).exists() or (root / TRAIN_PART).is_dir())
 
 
 def study_sweeps(results_dir: str | os.PathLike[str]) -> list[Path]:

@@ -59,13 +59,11 @@ def per_lane(
         return per_pack(reused, new, size=size, packed=packed, pack_mb=pack_mb)
     # Units to balance: each recorded pack whole, each new trial alone (packed per lane).
     units = [*reused, *(Pack((t,)) for t in sorted(new, key=lambda t: pack_key(t.config)))]
-    whole = set(range(len(reused)))
+    whole = set(reused)
     tasks = []
-    lanes_of = balance(list(range(len(units))), lanes,
-                       lambda i: sum(trial_cost(c) for c in units[i].configs))  # fmt: skip
-    for lane in lanes_of:
-        fresh = [units[i].trials[0] for i in lane if i not in whole]
-        tasks.append(Task((*(units[i] for i in lane if i in whole), *_packs(fresh, pack_mb))))
+    for lane in balance(units, lanes, lambda p: sum(trial_cost(c) for c in p.configs)):
+        fresh = [p.trials[0] for p in lane if p not in whole]
+        tasks.append(Task((*(p for p in lane if p in whole), *_packs(fresh, pack_mb))))
     return tasks
 
 

@@ -19,6 +19,7 @@ from mnistfc.errors import MnistfcError, ShardError
 from mnistfc.folder import labels
 from mnistfc.folder.plan import Plan, has_plan, load_plan
 from mnistfc.folder.shards import list_shards, read_result, shard_dir
+from mnistfc.report.budget import best_of_n_pool, best_of_n_repeats
 from mnistfc.report.frame import best_trial, grid_table
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,6 @@ class Results:
         """Return a random search's best-of-N table, by its protocol (None: not one)."""
         if self.plan is None or self.plan.spec.kind != "random":
             return None
-        from mnistfc.report.budget import best_of_n_pool, best_of_n_repeats
-
         if self.plan.spec.protocol == "repeats":
             return best_of_n_repeats(self.frame, self.plan)
         return best_of_n_pool(self.frame, list(self.plan.spec.budgets))

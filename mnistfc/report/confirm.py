@@ -7,8 +7,9 @@ random search with ``seeds`` new seeds each, then reads their test accuracy: the
 spread of one configuration, and whether the winner beats its runners-up on test data none
 of them was selected on (an exact permutation test over the new seeds).
 
-Candidates are recomputed from the shards each time, so the confirm plan, its table and
-every number in it trace back to the sweeps' shards and the confirm folder's.
+This module reads the stage back into its table; ``mnistfc.study.confirm`` chooses the
+candidates from the searches' shards each time and plans the stage, so the plan, the table
+and every number in it trace back to the sweeps' shards and the confirm folder's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from mnistfc.report.aggregate import Results, load_results
 from mnistfc.report.estimators import permutation_p_value
 from mnistfc.report.frame import ranked, scores
 
-NAME = CONFIRM_PART
 SOURCES = ("grid", "random")
 SETTINGS = ("units", "dropout", "activation", "learning_rate", "batch_size")
 
@@ -49,7 +49,7 @@ def confirm_table(parts: Mapping[str, Results]) -> pd.DataFrame | None:
     says which configurations were retrained; their ranks come from the searches' shards.
     None when the confirm folder has no plan or no results yet.
     """
-    confirmed = parts.get(NAME)
+    confirmed = parts.get(CONFIRM_PART)
     if confirmed is None or confirmed.plan is None or confirmed.frame.empty:
         return None
     groups: dict[tuple[Any, ...], list[str]] = {}
@@ -102,7 +102,7 @@ def cost_share(parts: Mapping[str, Results]) -> tuple[float, float]:
         for name, results in parts.items()
         if "total_s" in results.frame
     }
-    return seconds.get(NAME, 0.0), sum(seconds.values())
+    return seconds.get(CONFIRM_PART, 0.0), sum(seconds.values())
 
 
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:

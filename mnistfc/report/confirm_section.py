@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mnistfc.atomic import atomic_write_text
+from mnistfc.folder.study_record import CONFIRM_PART, TRAIN_PART
 from mnistfc.report import confirm
 from mnistfc.report.aggregate import Results
 from mnistfc.report.estimators import Z_95
@@ -25,11 +26,11 @@ _SETTING_HEADERS = ("units", "dropout", "act.", "lr", "batch")
 def confirm_section(report: Report, root: Path, parts: list[str], fmt: str) -> None:
     """The retrained winners' table, whether each search's winner stands out, the pooled seed
     sd beside the study's differences, and what the stage cost."""
-    loaded = confirm.load_parts(root, {*parts, confirm.NAME, "train"})
+    loaded = confirm.load_parts(root, {*parts, CONFIRM_PART, TRAIN_PART})
     table = confirm.confirm_table(loaded)
     if table is None:
         return
-    out = root / confirm.NAME / "report"
+    out = root / CONFIRM_PART / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "confirm.csv", table.to_csv(index=False, na_rep=""))
     report.files.append(out / "confirm.csv")

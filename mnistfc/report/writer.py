@@ -14,6 +14,7 @@ from mnistfc.errors import MnistfcError
 from mnistfc.folder.plan import has_plan, load_plan
 from mnistfc.folder.schema import Status
 from mnistfc.folder.shards import list_shards, read_result
+from mnistfc.folder.study_record import TRAIN_PART
 from mnistfc.report.aggregate import Results, load_results, require_trials
 from mnistfc.report.budget_section import random_section
 from mnistfc.report.confirm_section import confirm_section
@@ -76,7 +77,7 @@ def write_study_report(
 
     root = Path(results_dir)
     report = Report(title="mnistfc study: the exercise's single model, grid and random search")
-    train = root / "train"
+    train = root / TRAIN_PART
     completed = []
     for path in list_shards(train):
         result = read_result(path)

@@ -11,15 +11,18 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from mnistfc.engine.runtime import log_job_to_stderr
 from mnistfc.errors import ConfigError
 from mnistfc.folder.plan import has_plan, load_plan
 from mnistfc.folder.shards import final_result
+from mnistfc.folder.study_record import CONFIRM_PART
+from mnistfc.launch.base import SubmissionPlan
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.report.aggregate import Results
-from mnistfc.report.confirm import NAME, SOURCES, load_parts
+from mnistfc.report.confirm import SOURCES, load_parts
 from mnistfc.report.frame import ranked
+from mnistfc.sweep import submit as sweep
 from mnistfc.trial.config import TrialConfig
 from mnistfc.trial.spec import SweepSpec, list_spec
 
@@ -46,7 +49,7 @@ def candidates(
 def confirm_spec(chosen: list[TrialConfig], seeds: int) -> SweepSpec | None:
     """Return the confirm stage's sweep: every candidate on its new seeds (None: nothing)."""
     trials = [config for candidate in chosen for config in retrained(candidate, seeds)]
-    return list_spec(NAME, trials) if trials else None
+    return list_spec(CONFIRM_PART, trials) if trials else None
 
 
 def plan_confirm(
@@ -55,18 +58,16 @@ def plan_confirm(
     results_dir: str | os.PathLike[str],
     profile: ClusterProfile,
     data_dir: str | None,
-) -> Any:
+) -> SubmissionPlan | None:
     """Plan the confirm stage from the searches' shards: each search's ``top``
     configurations on ``seeds`` new seeds (None: off, or no candidates yet)."""
-    from mnistfc.sweep import submit as sweep
-
     if not top:
         return None
     searches = load_parts(results_dir, SOURCES)
     spec = confirm_spec(candidates(results_dir, searches, top), seeds)
     if spec is None:
         return None
-    folder = Path(results_dir) / NAME
+    folder = Path(results_dir) / CONFIRM_PART
     if has_plan(folder) and load_plan(folder).spec.spec_hash != spec.spec_hash:
         raise ConfigError(
             f"{folder} retrained other configurations than the searches' top "
@@ -81,9 +82,6 @@ def confirm_job(
 ) -> str:
     """The confirm stage as one cluster job after the searches' jobs: plan it from their
     shards, then train it here (local lanes on this job's GPUs or cores)."""
-    from mnistfc.engine.runtime import log_job_to_stderr
-    from mnistfc.sweep import submit as sweep
-
     log_job_to_stderr()
     here = dataclasses.replace(profile, executor="local", container=None, max_parallel=0)
     plan = plan_confirm(top, seeds, results_dir, here, data_dir)

@@ -20,6 +20,8 @@ from typing import Any
 from mnistfc.folder.plan import has_plan, load_plan
 from mnistfc.folder.shards import final_result, list_shards
 from mnistfc.folder.study_record import (
+    CONFIRM_PART,
+    TRAIN_PART,
     StudyJobs,
     load_study_jobs,
     study_sweeps,
@@ -55,18 +57,18 @@ def submit_study(
     before = load_study_jobs(results)
     jobs = StudyJobs(profile.executor)
     waits: list[str] = []
-    if final_result(results / "train", train.trial_id) is not None:
+    if final_result(results / TRAIN_PART, train.trial_id) is not None:
         jobs.notes.append("train: done")
-    elif before and _live(profile.executor, before.parts.get("train", [])):
-        jobs.parts["train"] = before.parts["train"]
+    elif before and _live(profile.executor, before.parts.get(TRAIN_PART, [])):
+        jobs.parts[TRAIN_PART] = before.parts[TRAIN_PART]
         jobs.notes.append("train: still queued or running")
     else:
         data_dir = plans[0][1].data_dir if plans else None
         binds = (str(results.resolve()), *([data_dir] if data_dir else []))
         job = chosen.submit_call(results / "submitit", "mnistfc-study-train", profile, binds,
-                                 train_job, train, str(results / "train"), data_dir)  # fmt: skip
-        jobs.parts["train"] = [str(job.job_id)]
-    waits += jobs.parts.get("train", [])
+                                 train_job, train, str(results / TRAIN_PART), data_dir)  # fmt: skip
+        jobs.parts[TRAIN_PART] = [str(job.job_id)]
+    waits += jobs.parts.get(TRAIN_PART, [])
     searches: list[str] = []
     for name, plan in plans:
         live = _live_sweep(plan)
@@ -110,14 +112,13 @@ def _submit_confirm(
 ) -> list[str]:
     """Submit the confirm stage; return its job ids. While the searches run, one job after
     them plans and trains it; once they are done, it is planned here, as an array."""
-    from mnistfc.report.confirm import NAME as CONFIRM
     from mnistfc.study.confirm import confirm_job, plan_confirm
 
     data_dir = plans[0][1].data_dir if plans else None
     top, seeds = study.confirm.top, study.confirm.seeds
-    live = _live(profile.executor, before.parts.get(CONFIRM, [])) if before else []
+    live = _live(profile.executor, before.parts.get(CONFIRM_PART, [])) if before else []
     if live:
-        jobs.notes.append(f"{CONFIRM}: still queued or running")
+        jobs.notes.append(f"{CONFIRM_PART}: still queued or running")
     elif searches:
         arrays = list(dict.fromkeys(j.split("_")[0] for j in searches))
         binds = (str(results.resolve()), *([data_dir] if data_dir else []))
@@ -125,17 +126,19 @@ def _submit_confirm(
             results / "submitit", "mnistfc-study-confirm", profile, binds, confirm_job, top,
             seeds, str(results), profile, data_dir, after=arrays)  # fmt: skip
         live = [str(job.job_id)]
-        jobs.notes.append(f"{CONFIRM}: after them, trains the searches' top {top} on {seeds} "
+        jobs.notes.append(f"{CONFIRM_PART}: after them, trains the searches' top {top} on {seeds} "
                           "new seeds each")  # fmt: skip
     else:
         plan = plan_confirm(top, seeds, results, profile, data_dir)
         if plan is None or not plan.tasks:
-            jobs.notes.append(f"{CONFIRM}: done" if plan else f"{CONFIRM}: nothing to confirm")
+            jobs.notes.append(
+                f"{CONFIRM_PART}: done" if plan else f"{CONFIRM_PART}: nothing to confirm"
+            )
         else:
             submission, _ = sweep.submit(plan, wait=False)
             live = list(submission.job_ids)
     if live:
-        jobs.parts[CONFIRM] = live
+        jobs.parts[CONFIRM_PART] = live
     return live
 
 
@@ -182,13 +185,14 @@ def study_status(results_dir: str | os.PathLike[str]) -> StudyStatus:
         return job_states(jobs.executor, ids).states.get(ids[0], "")
 
     train_done = any(
-        final_result(root / "train", path.stem) is not None for path in list_shards(root / "train")
+        final_result(root / TRAIN_PART, path.stem) is not None
+        for path in list_shards(root / TRAIN_PART)
     )
     html = root / "report.html"
     return StudyStatus(
         sweeps=study_sweeps(root),
         train_done=train_done,
-        train_state="" if train_done else state(jobs.parts.get("train", []) if jobs else []),
+        train_state="" if train_done else state(jobs.parts.get(TRAIN_PART, []) if jobs else []),
         confirm_state=state(jobs.parts.get("confirm", []) if jobs else []),
         report_state=state([jobs.report] if jobs and jobs.report else []),
         report=html if html.exists() else None,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnistfc.errors import ConfigError, format_problems
 from mnistfc.folder.shards import final_result
-from mnistfc.folder.study_record import CONFIRM_PART
+from mnistfc.folder.study_record import CONFIRM_PART, TRAIN_PART
 from mnistfc.launch.profile import ClusterProfile
 from mnistfc.trial.config import TrialConfig
 from mnistfc.trial.spec import SweepSpec, load_spec, read_toml
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 # stratified validation and test slices (to measure the split shift with networks), and
 # the random search.
 SWEEPS = ("grid", "grid_stratified", "random")
-CONFIRM = CONFIRM_PART  # the confirm stage: its study section and folder
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,14 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
     """Load a study file; sweep spec paths are relative to it. Every problem at once."""
     data = read_toml(path, overrides)
     problems: list[str] = []
-    unknown = sorted(set(data) - {"train", *SWEEPS, CONFIRM})
+    unknown = sorted(set(data) - {TRAIN_PART, *SWEEPS, CONFIRM_PART})
     if unknown:
         problems.append(
-            f"unknown section(s) {unknown}; valid: train, {', '.join(SWEEPS)}, {CONFIRM}"
+            f"unknown section(s) {unknown}; valid: {', '.join([TRAIN_PART, *SWEEPS, CONFIRM_PART])}"
         )
     train = TrialConfig()
     try:
-        train = TrialConfig.from_dict(data.get("train", {}))
+        train = TrialConfig.from_dict(data.get(TRAIN_PART, {}))
     except ConfigError as exc:
         problems.append(f"train: {exc}")
     sweeps = []
@@ -78,7 +77,7 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
             sweeps.append((name, load_spec(Path(path).parent / section["spec"], sets)))
         except ConfigError as exc:
             problems.append(f"{name}: {exc}")
-    confirm = _confirm_settings(data.get(CONFIRM, {}), problems)
+    confirm = _confirm_settings(data.get(CONFIRM_PART, {}), problems)
     if problems:
         raise ConfigError(format_problems(str(path), problems))
     return StudySpec(train=train, sweeps=tuple(sweeps), confirm=confirm)
@@ -86,21 +85,21 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
 
 def _confirm_settings(section: Any, problems: list[str]) -> ConfirmSettings:
     if not isinstance(section, dict):
-        problems.append(f"{CONFIRM}: must be a table (top = 5, seeds = 5)")
+        problems.append(f"{CONFIRM_PART}: must be a table (top = 5, seeds = 5)")
         return ConfirmSettings()
     extra = sorted(set(section) - {"top", "seeds"})
     if extra:
-        problems.append(f"{CONFIRM}: unknown key(s) {extra}; valid: top, seeds")
+        problems.append(f"{CONFIRM_PART}: unknown key(s) {extra}; valid: top, seeds")
     top, seeds = (
         section.get("top", ConfirmSettings.top),
         section.get("seeds", ConfirmSettings.seeds),
     )
     if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
-        problems.append(f"{CONFIRM}.top: must be an integer from 0 (no confirm stage) to 20, "
+        problems.append(f"{CONFIRM_PART}.top: must be an integer from 0 (no confirm stage) to 20, "
                         f"got {top!r}")  # fmt: skip
     # Two seeds give an sd; ten against ten is the most the exact permutation test enumerates.
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 2 <= seeds <= 10:
-        problems.append(f"{CONFIRM}.seeds: must be an integer from 2 to 10, got {seeds!r}")
+        problems.append(f"{CONFIRM_PART}.seeds: must be an integer from 2 to 10, got {seeds!r}")
     return ConfirmSettings(top, seeds) if not problems else ConfirmSettings()
 
 
@@ -135,9 +134,9 @@ def run_study(
         from mnistfc.study.jobs import submit_study
 
         return submit_study(study, plans, results, profile, table_format)
-    if final_result(results / "train", study.train.trial_id) is None:
+    if final_result(results / TRAIN_PART, study.train.trial_id) is None:
         run_single(
-            study.train, results / "train", data_dir, verbose=verbose, table_format=table_format
+            study.train, results / TRAIN_PART, data_dir, verbose=verbose, table_format=table_format
         )
     for name, plan in plans:
         sweep.submit(plan, wait=True, on_progress=on_progress(name) if on_progress else None)
@@ -145,5 +144,7 @@ def run_study(
 
     confirm = plan_confirm(study.confirm.top, study.confirm.seeds, results, profile, data_dir)
     if confirm is not None:
-        sweep.submit(confirm, wait=True, on_progress=on_progress(CONFIRM) if on_progress else None)
+        sweep.submit(
+            confirm, wait=True, on_progress=on_progress(CONFIRM_PART) if on_progress else None
+        )
     return write_study_report(results, [name for name, _ in plans], table_format)

@@ -11,7 +11,7 @@ resume a checkpoint.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from mnistfc.trial.config import TrialConfig
@@ -52,9 +52,6 @@ class Pack:
 
     def __len__(self) -> int:
         return len(self.trials)
-
-    def __iter__(self) -> Iterator[PlannedTrial]:
-        return iter(self.trials)
 
     def without(self, done: Iterable[str]) -> Pack | None:
         """Return the pack minus trials finished elsewhere (itself, id and all, when none

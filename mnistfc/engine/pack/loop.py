@@ -86,7 +86,8 @@ def run_pack(
 
     A trial whose loss goes non-finite is ``diverged`` and does not disturb the others. A
     stop request (SIGTERM) saves the pack and raises ``Interrupted``, writing no shard. Any
-    other exception writes a ``failed`` shard for every trial of the pack and is re-raised.
+    other exception writes a ``failed`` shard for every trial of the pack (but those
+    finished elsewhere) and is re-raised.
     """
     configs = list(configs)
     started, started_at = time.perf_counter(), utc_now()
@@ -228,7 +229,7 @@ def _save(checkpoint: Path | None, model: PackedModel, state: PackState) -> None
 
 
 def _restore(model: PackedModel, checkpoint: Path | None) -> PackState | None:
-    saved = None if checkpoint is None else load_state(checkpoint, list(_ids(model)))
+    saved = None if checkpoint is None else load_state(checkpoint, _ids(model))
     if saved is None:
         return None
     arrays, state = saved

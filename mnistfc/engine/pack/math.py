@@ -55,12 +55,6 @@ def permutation(n: int, seed: int, epoch: int) -> tf.Tensor:
     return tf.argsort(keys, stable=True)
 
 
-def dropout(group: Group, hidden: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-    """Apply each trial's dropout at this step to the group's hidden layer [T, B, units]."""
-    keep = dropout_keep(group, tf.shape(hidden)[1:], step)
-    return hidden if keep is None else apply_keep(group, hidden, keep)
-
-
 def dropout_keep(group: Group, shape: tf.Tensor, step: tf.Tensor) -> tf.Tensor | None:
     """Return the group's keep masks at this step, [T, B, units] bool (None: no dropout).
 

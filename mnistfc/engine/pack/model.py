@@ -25,7 +25,6 @@ from mnistfc.engine.pack.math import (
     activate,
     apply_keep,
     count_hits,
-    dropout,
     dropout_keep,
     initial_weights,
     int_labels,
@@ -161,26 +160,30 @@ class PackedModel:
                 return [w1, b1[0], w2, b2[0]]
         raise IndexError(f"trial {index} is not in this pack of {len(self.configs)}")
 
-    def step(
-        self, x: tf.Tensor, y: tf.Tensor, step: tf.Tensor, keeps: Sequence[Any] | None = None
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+    def step(self, x: tf.Tensor, y: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One Adam step of every trial on its seed's batch ([seeds, B, 784], [seeds, B]).
 
-        ``keeps`` are the groups' dropout masks drawn beforehand (a compiled step), one per
-        group with dropout, in group order; None draws them here. Returns each trial's
-        mean loss and hit count on its batch.
+        Returns each trial's mean loss and hit count on its batch.
         """
+        return self._update(x, y, self._dropout_masks(tf.shape(x)[1], step))
+
+    def _dropout_masks(self, rows: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor | None, ...]:
+        """Each group's keep masks at this step (None: no dropout), drawn by TensorFlow's
+        kernel, outside any compiled program (XLA would draw other bits)."""
+        return tuple(
+            dropout_keep(g, tf.stack([rows, g.configs[0].units]), step) for g in self.groups
+        )
+
+    def _update(
+        self, x: tf.Tensor, y: tf.Tensor, keeps: Sequence[tf.Tensor | None]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The step's math given its dropout masks: forward, loss, gradients and Adam."""
         losses, hits = [], []
-        given = iter(keeps) if keeps is not None else None
         with tf.GradientTape() as tape:
             total = tf.constant(0.0)
-            for group in self.groups:
+            for group, keep in zip(self.groups, keeps, strict=True):
                 xg, yg = self._group_batch(group, x, y)
-                if given is None:
-                    logits = self._forward(group, group.weights, xg, training_step=step)
-                else:
-                    keep = next(given) if any(c.dropout for c in group.configs) else None
-                    logits = self._forward(group, group.weights, xg, keep=keep)
+                logits = self._forward(group, group.weights, xg, keep)
                 labels = tf.broadcast_to(yg, tf.shape(logits)[:2])
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
                 loss = tf.reduce_mean(ce, axis=1)
@@ -211,7 +214,8 @@ class PackedModel:
     def _compile_train_steps(self) -> Any:
         batch = self.batch_size
         x_train, y_train = self.splits["train"]
-        compiled_step = tf.function(self.step, jit_compile=True)
+        # On a GPU the math is one XLA program; the gather and the masks stay outside it.
+        update = tf.function(self._update, jit_compile=True) if self.compiled else self._update
 
         @tf.function(
             input_signature=[
@@ -231,15 +235,8 @@ class PackedModel:
                 idx = perms[:, i * batch : tf.minimum((i + 1) * batch, n)]
                 # Dropout is keyed on the global step count, so a resumed run draws the same.
                 step = first_step + tf.cast(i - start, tf.int64)
-                x, y = tf.gather(x_train, idx), tf.gather(y_train, idx)
-                if self.compiled:
-                    rows = tf.shape(idx)[1]
-                    keeps = [dropout_keep(g, tf.stack([rows, g.configs[0].units]), step)
-                             for g in self.groups]  # fmt: skip
-                    given = [k for k in keeps if k is not None]
-                    loss, hits = compiled_step(x, y, step, given)
-                else:
-                    loss, hits = self.step(x, y, step)
+                keeps = self._dropout_masks(tf.shape(idx)[1], step)
+                loss, hits = update(tf.gather(x_train, idx), tf.gather(y_train, idx), keeps)
                 loss_sum += loss * tf.cast(tf.shape(idx)[1], tf.float32)
                 correct += hits
             return loss_sum, correct
@@ -284,15 +281,12 @@ class PackedModel:
         group: Group,
         weights: list[tf.Variable],
         x: tf.Tensor,
-        training_step: tf.Tensor | None = None,
         keep: tf.Tensor | None = None,
     ) -> tf.Tensor:
         w1, b1, w2, b2 = weights
         hidden = activate(group, tf.matmul(x, w1) + b1)
-        if keep is not None:
+        if keep is not None:  # training, with dropout
             hidden = apply_keep(group, hidden, keep)
-        elif training_step is not None:
-            hidden = dropout(group, hidden, training_step)
         return tf.matmul(hidden, w2) + b2
 
     def _in_pack_order(self, per_group: list[tf.Tensor]) -> tf.Tensor:
